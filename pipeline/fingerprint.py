@@ -1,0 +1,33 @@
+"""A cheap fingerprint of a raw source folder: what changed since the last look?
+
+Hashes every file's relative path, size and modification stamp (mtime locally, the ETag or
+mtime an object store reports), not the bytes: a 100 GB source is fingerprinted from one listing.
+Paths under a folder whose name starts with "_" or "." are this product's own derived files
+(for example rendered GeoQA+ images) and do not count.
+"""
+from __future__ import annotations
+
+import hashlib
+
+from pipeline.storage import Root
+
+
+def _ignored(rel: str) -> bool:
+    return any(part.startswith(("_", ".")) for part in rel.split("/"))
+
+
+def fingerprint(root: Root) -> tuple[str, int, int]:
+    """(hex digest, file count, total bytes) of the folder; ('missing', 0, 0) if it does not exist."""
+    if not root.exists():
+        return "missing", 0, 0
+    h = hashlib.sha256()
+    files = total = 0
+    for rel, info in root.walk_files():
+        if _ignored(rel):
+            continue
+        stamp = info.get("ETag") or info.get("etag") or info.get("mtime") or info.get("LastModified") or ""
+        size = int(info.get("size") or 0)
+        h.update(f"{rel}\0{size}\0{stamp}\n".encode())
+        files += 1
+        total += size
+    return h.hexdigest()[:32], files, total
