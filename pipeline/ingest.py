@@ -11,8 +11,6 @@ import json
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 from PIL import Image, UnidentifiedImageError
 
 from pipeline import schema
@@ -20,9 +18,9 @@ from pipeline.quarantine import Reject
 from pipeline.sources import get_reader
 from pipeline.sources.base import Sample
 from pipeline.storage import Root
+from pipeline.tables import TableSink
 
 INGEST_VERSION = "1"
-BATCH_ROWS = 20_000
 PREVIEW_ROWS = 5
 
 
@@ -73,53 +71,6 @@ class IngestSummary:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
 
 
-class _TableSink:
-    """Buffers rows column-wise and writes Parquet batches; hashes the content as it goes."""
-
-    def __init__(self, out: Root, rel: str, arrow_schema: pa.Schema) -> None:
-        self.out, self.rel, self.schema = out, rel, arrow_schema
-        self.tmp_rel = rel + ".tmp"
-        self.columns: dict[str, list] = {name: [] for name in arrow_schema.names}
-        self.rows = 0
-        self.hasher = hashlib.sha256()
-        self._file = out.open(self.tmp_rel, "wb")
-        self._writer = pq.ParquetWriter(self._file, arrow_schema, compression="zstd")
-
-    def add(self, row: dict) -> None:
-        for name, values in self.columns.items():
-            values.append(row[name])
-        if len(self.columns[self.schema.names[0]]) >= BATCH_ROWS:
-            self.flush()
-
-    def flush(self) -> None:
-        n = len(self.columns[self.schema.names[0]])
-        if not n:
-            return
-        table = pa.Table.from_pydict(self.columns, schema=self.schema)
-        self._writer.write_table(table)
-        for batch in table.to_batches():
-            sink = pa.BufferOutputStream()
-            with pa.ipc.new_stream(sink, table.schema) as w:
-                w.write_batch(batch)
-            self.hasher.update(sink.getvalue().to_pybytes())
-        self.rows += n
-        self.columns = {name: [] for name in self.schema.names}
-
-    def close(self) -> None:
-        self.flush()
-        self._writer.close()
-        self._file.close()
-        self.out.replace(self.tmp_rel, self.rel)
-
-    def abort(self) -> None:
-        try:
-            self._writer.close()
-            self._file.close()
-        finally:
-            if self.out.exists(self.tmp_rel):
-                self.out.fs.rm(self.out.path(self.tmp_rel))
-
-
 def sample_row(s: Sample) -> dict:
     return {
         "id": s.id,
@@ -155,8 +106,8 @@ def ingest_source(source: str, source_root: Root, out: Root, decode_images: bool
     reader = get_reader(source)
     reader.check_layout(source_root)
     images = ImageChecker(source_root, decode=decode_images)
-    samples = _TableSink(out, "samples.parquet", schema.SAMPLE)
-    rejects = _TableSink(out, "quarantine.parquet", schema.QUARANTINE)
+    samples = TableSink(out, "samples.parquet", schema.SAMPLE)
+    rejects = TableSink(out, "quarantine.parquet", schema.QUARANTINE)
     seen: set[str] = set()
     reasons: Counter[str] = Counter()
     splits: Counter[str] = Counter()
