@@ -96,3 +96,99 @@ def select(ids: list[str], quota: int, seed: int = 0, strata: list[str] | None =
     for k, members in groups.items():
         chosen.update(sorted(members, key=lambda i: (rank(i, seed), i))[: alloc[k]])
     return [i for i in ids if i in chosen]
+
+
+# --- applying a plan to a source's canonical table ---------------------------------------------
+
+SUBSAMPLE_VERSION = "1"
+# Test splits are never sampled: several are benchmark sets (AI2D_TEST) or have private answers.
+DEFAULT_EXCLUDE_SPLITS = ("test",)
+
+
+@dataclass
+class SubsampleSummary:
+    source: str
+    candidates: int
+    quota: int
+    selected: int
+    by_split: dict[str, int]
+    by_stratum: dict[str, int]
+    excluded_splits: dict[str, int]
+    stratify_key: str | None
+    samples_path: str
+    content_hash: str
+
+
+def _stratum(meta_json: str, key: str) -> str:
+    import json
+
+    value = json.loads(meta_json).get(key)
+    return "<missing>" if value is None else str(value)
+
+
+def subsample_source(
+    source: str,
+    samples_path: str,
+    out,
+    quota: int,
+    seed: int = 0,
+    stratify_key: str | None = None,
+    exclude_splits: tuple[str, ...] = DEFAULT_EXCLUDE_SPLITS,
+) -> SubsampleSummary:
+    """Select `quota` rows of the canonical table at `samples_path` (an fsspec path on `out.fs`)
+    and write them to `out/samples.parquet`. Two passes: ids first (small), then the chosen rows
+    batch by batch, so memory stays near one batch whatever the source's size."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from pipeline import schema
+    from pipeline.tables import TableSink
+
+    with out.fs.open(samples_path, "rb") as f:
+        head = pq.read_table(f, columns=["id", "split", "meta"] if stratify_key else ["id", "split"])
+    ids = head.column("id").to_pylist()
+    split_col = head.column("split").to_pylist()
+    keep = [s not in exclude_splits for s in split_col]
+    excluded: dict[str, int] = {}
+    for s, k in zip(split_col, keep):
+        if not k:
+            excluded[s] = excluded.get(s, 0) + 1
+    cand = [i for i, k in zip(ids, keep) if k]
+    strata = None
+    if stratify_key:
+        metas = head.column("meta").to_pylist()
+        strata = [_stratum(m, stratify_key) for m, k in zip(metas, keep) if k]
+    chosen = select(cand, quota, seed=seed, strata=strata)
+    chosen_set = pa.array(chosen, type=pa.string())
+
+    sink = TableSink(out, "samples.parquet", schema.SAMPLE)
+    by_split: dict[str, int] = {}
+    by_stratum: dict[str, int] = {}
+    try:
+        with out.fs.open(samples_path, "rb") as f:
+            for batch in pq.ParquetFile(f).iter_batches(batch_size=20_000):
+                table = pa.Table.from_batches([batch]).cast(schema.SAMPLE)
+                table = table.filter(pc.is_in(table.column("id"), value_set=chosen_set))
+                for row in table.to_pylist():
+                    sink.add(row)
+                    by_split[row["split"]] = by_split.get(row["split"], 0) + 1
+                    if stratify_key:
+                        s = _stratum(row["meta"], stratify_key)
+                        by_stratum[s] = by_stratum.get(s, 0) + 1
+        sink.close()
+    except BaseException:
+        sink.abort()
+        raise
+    return SubsampleSummary(
+        source=source,
+        candidates=len(cand),
+        quota=quota,
+        selected=sink.rows,
+        by_split=dict(sorted(by_split.items())),
+        by_stratum=dict(sorted(by_stratum.items())),
+        excluded_splits=dict(sorted(excluded.items())),
+        stratify_key=stratify_key,
+        samples_path=out.path("samples.parquet"),
+        content_hash=sink.hasher.hexdigest()[:32],
+    )

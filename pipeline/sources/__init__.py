@@ -24,6 +24,8 @@ def get_reader(name: str) -> Reader:
         try:
             importlib.import_module(f"pipeline.sources.{name}")
         except ModuleNotFoundError as exc:
+            if exc.name != f"pipeline.sources.{name}":
+                raise  # the reader exists but one of its imports is missing: say that, not "unknown"
             raise KeyError(f"unknown source {name!r}; known: {', '.join(SOURCES)}") from exc
     return _REGISTRY[name]
 

@@ -63,6 +63,8 @@ class Reader:
 
     name: ClassVar[str]
     description: ClassVar[str] = ""
+    # Bump when the reader's output changes for the same input: it feeds the asset code_version.
+    version: ClassVar[str] = "1"
     # Paths (relative to the source root, glob patterns allowed) of which at least one must exist
     # per entry: each entry is a tuple of alternatives, so two published layouts can both pass.
     required: ClassVar[tuple[tuple[str, ...], ...]] = ()

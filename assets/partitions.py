@@ -1,0 +1,5 @@
+import dagster as dg
+
+from pipeline import SOURCES
+
+source_partitions = dg.StaticPartitionsDefinition(list(SOURCES))

@@ -1,0 +1,161 @@
+"""Source assets: raw folder fingerprint -> canonical rows (with quarantine) -> quota subsample."""
+from __future__ import annotations
+
+import hashlib
+
+import dagster as dg
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from assets.metadata import PREVIEW_COLUMNS, counts_table, preview_table, sample_column_schema
+from assets.partitions import source_partitions
+from pipeline import SOURCES
+from pipeline.fingerprint import fingerprint
+from pipeline.ingest import INGEST_VERSION, ingest_source
+from pipeline.sampling import SUBSAMPLE_VERSION, subsample_source
+from pipeline.sources import all_readers, get_reader
+from resources import DataStore, QualityThresholds, SamplingPlan
+
+
+def _readers_version() -> str:
+    versions = "|".join(f"{name}={reader.version}" for name, reader in sorted(all_readers().items()))
+    return hashlib.sha256(versions.encode()).hexdigest()[:8]
+
+
+@dg.observable_source_asset(
+    partitions_def=source_partitions,
+    group_name="sources",
+    description="The raw source folders in their native layouts. Observed, not materialised: the "
+    "data version of each partition is a fingerprint of its folder listing (paths, sizes, stamps).",
+)
+def source_files(data_store: DataStore) -> dg.DataVersionsByPartition:
+    versions = {}
+    for source in SOURCES:
+        digest, _, _ = fingerprint(data_store.raw(source))
+        versions[source] = dg.DataVersion(digest)
+    return dg.DataVersionsByPartition(versions)
+
+
+RAW_CHECKS = [
+    dg.AssetCheckSpec("no_duplicate_ids", asset="raw_samples", blocking=True,
+                      description="Every id appears once in the canonical table."),
+    dg.AssetCheckSpec("quarantine_rate", asset="raw_samples", blocking=True,
+                      description="The share of quarantined rows stays under the configured limit."),
+]
+
+
+def _duplicate_ids(path: str, fs) -> int:
+    with fs.open(path, "rb") as f:
+        ids = pq.read_table(f, columns=["id"]).column("id")
+    return len(ids) - len(pc.unique(ids))
+
+
+@dg.asset(
+    partitions_def=source_partitions,
+    deps=[source_files],
+    group_name="sources",
+    code_version=f"ingest-{INGEST_VERSION}-readers-{_readers_version()}",
+    check_specs=RAW_CHECKS,
+    kinds={"parquet"},
+    description="Native files -> canonical sample rows (image paths, not bytes). Rows that cannot be "
+    "used are kept in quarantine.parquet with a machine-readable reason.",
+)
+def raw_samples(
+    context: dg.AssetExecutionContext, data_store: DataStore, quality: QualityThresholds
+) -> dg.MaterializeResult:
+    source = context.partition_key
+    source_root = data_store.raw(source)
+    out = data_store.step("raw_samples", source)
+    context.log.info(f"reading {source} from {source_root.uri}")
+    s = ingest_source(source, source_root, out)
+    digest, files, size = fingerprint(source_root)
+
+    total = s.rows + sum(s.quarantined.values())
+    counted = sum(n for r, n in s.quarantined.items() if r not in quality.expected_reasons)
+    rate = counted / total if total else 0.0
+    limit = quality.limit(source)
+    dups = _duplicate_ids(s.samples_path, out.fs)
+    checks = [
+        dg.AssetCheckResult(check_name="no_duplicate_ids", passed=dups == 0, metadata={"duplicate_ids": dups}),
+        dg.AssetCheckResult(
+            check_name="quarantine_rate",
+            passed=rate <= limit,
+            metadata={"rate": round(rate, 4), "limit": limit, "quarantined_counted": counted,
+                      "rows_read": total, "not_counted_reasons": ", ".join(quality.expected_reasons)},
+            description=f"{counted} of {total} rows quarantined for data errors ({rate:.1%}; limit {limit:.0%})",
+        ),
+    ]
+    return dg.MaterializeResult(
+        data_version=dg.DataVersion(s.content_hash),
+        check_results=checks,
+        metadata={
+            "dagster/row_count": s.rows,
+            "dagster/column_schema": sample_column_schema(),
+            "rows": s.rows,
+            "quarantined": sum(s.quarantined.values()),
+            "quarantined_by_reason": counts_table(s.quarantined, "reason"),
+            **{f"quarantined/{reason}": n for reason, n in s.quarantined.items()},
+            "rows_by_split": counts_table(s.splits, "split"),
+            "skipped_splits": dg.MetadataValue.json(s.skipped_splits or {}),
+            "images_checked": s.images_checked,
+            "source_uri": dg.MetadataValue.path(source_root.uri),
+            "source_fingerprint": digest,
+            "source_files": files,
+            "source_bytes": size,
+            "path": dg.MetadataValue.path(s.samples_path),
+            "quarantine_path": dg.MetadataValue.path(s.quarantine_path),
+            "preview": preview_table(s.preview, PREVIEW_COLUMNS),
+        },
+    )
+
+
+SUBSAMPLE_CHECKS = [
+    dg.AssetCheckSpec("no_duplicate_ids", asset="subsample", blocking=True,
+                      description="Every id appears once in the subsample."),
+]
+
+
+@dg.asset(
+    partitions_def=source_partitions,
+    deps=[raw_samples],
+    group_name="sources",
+    code_version=f"subsample-{SUBSAMPLE_VERSION}",
+    check_specs=SUBSAMPLE_CHECKS,
+    kinds={"parquet"},
+    description="A deterministic quota sample of each source (hash rank; stable when data is added), "
+    "test splits excluded, optionally stratified.",
+)
+def subsample(
+    context: dg.AssetExecutionContext, data_store: DataStore, sampling: SamplingPlan
+) -> dg.MaterializeResult:
+    source = context.partition_key
+    plan = sampling.plan()
+    quota = plan.quota(source)
+    stratify_key = sampling.stratify.get(source) or get_reader(source).stratify_key
+    raw = data_store.step("raw_samples", source)
+    out = data_store.step("subsample", source)
+    s = subsample_source(
+        source, raw.path("samples.parquet"), out, quota=quota, seed=plan.seed,
+        stratify_key=stratify_key, exclude_splits=tuple(sampling.exclude_splits),
+    )
+    with out.fs.open(s.samples_path, "rb") as f:
+        preview = pq.read_table(f).slice(0, 5).to_pylist()
+    dups = _duplicate_ids(s.samples_path, out.fs)
+    return dg.MaterializeResult(
+        data_version=dg.DataVersion(s.content_hash),
+        check_results=[dg.AssetCheckResult(check_name="no_duplicate_ids", passed=dups == 0,
+                                           metadata={"duplicate_ids": dups})],
+        metadata={
+            "dagster/row_count": s.selected,
+            "rows": s.selected,
+            "quota": s.quota,
+            "candidates": s.candidates,
+            "seed": plan.seed,
+            "stratify_key": s.stratify_key or "none",
+            "rows_by_split": counts_table(s.by_split, "split"),
+            "excluded_splits": counts_table(s.excluded_splits, "split"),
+            "rows_by_stratum": counts_table(s.by_stratum, "stratum") if s.by_stratum else "not stratified",
+            "path": dg.MetadataValue.path(s.samples_path),
+            "preview": preview_table(preview, PREVIEW_COLUMNS),
+        },
+    )

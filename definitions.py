@@ -1,0 +1,48 @@
+"""The one Definitions object: assets, checks, jobs and resources, chosen per deployment.
+
+LLAVACOT_DEPLOYMENT=demo (default): everything under ./data (or LLAVACOT_DATA_ROOT), the embedded
+sample written on first use, demo-sized quotas. LLAVACOT_DEPLOYMENT=production: the data root and
+the raw root come from LLAVACOT_DATA_ROOT / LLAVACOT_RAW_ROOT (any fsspec URI, e.g. s3://...),
+the paper's quotas.
+"""
+from __future__ import annotations
+
+import os
+
+import dagster as dg
+
+from assets import sources
+from jobs.main import main_job, observe_sources_job
+from resources import DataStore, QualityThresholds, SamplingPlan
+
+DEPLOYMENT = os.environ.get("LLAVACOT_DEPLOYMENT", "demo")
+
+
+def _resources(deployment: str) -> dict:
+    if deployment == "demo":
+        return {
+            "data_store": DataStore(
+                root_uri=os.environ.get("LLAVACOT_DATA_ROOT", "data"), embedded_sample=True
+            ),
+            # A 1/1000 scale of the paper's table, at least 10 per source: on the tens of rows
+            # of the embedded sample the subsample really selects.
+            "sampling": SamplingPlan(scale=0.001, min_quota=10),
+            "quality": QualityThresholds(),
+        }
+    if deployment == "production":
+        return {
+            "data_store": DataStore(
+                root_uri=dg.EnvVar("LLAVACOT_DATA_ROOT"),
+                raw_uri=dg.EnvVar("LLAVACOT_RAW_ROOT"),
+            ),
+            "sampling": SamplingPlan(),
+            "quality": QualityThresholds(),
+        }
+    raise ValueError(f"LLAVACOT_DEPLOYMENT must be 'demo' or 'production', not {deployment!r}")
+
+
+defs = dg.Definitions(
+    assets=dg.load_assets_from_modules([sources]),
+    jobs=[main_job, observe_sources_job],
+    resources=_resources(DEPLOYMENT),
+)
