@@ -1,0 +1,143 @@
+"""The source assets materialised in-process against a temporary instance and data root."""
+import json
+from collections import Counter
+
+import dagster as dg
+import pyarrow.parquet as pq
+import pytest
+
+from assets.sources import raw_samples, source_files, subsample
+from pipeline import SOURCES
+from resources import DataStore, QualityThresholds, SamplingPlan
+
+
+def resources(root, **quality):
+    return {
+        "data_store": DataStore(root_uri=str(root), embedded_sample=True),
+        "sampling": SamplingPlan(scale=0.001, min_quota=10),
+        "quality": QualityThresholds(**quality),
+    }
+
+
+def materialize(root, instance, partition, **quality):
+    return dg.materialize(
+        [source_files, raw_samples, subsample],
+        selection=[raw_samples, subsample],
+        partition_key=partition,
+        instance=instance,
+        resources=resources(root, **quality),
+        raise_on_error=False,
+    )
+
+
+def materialization(result, asset):
+    (m,) = [m for m in result.asset_materializations_for_node(asset)]
+    return m
+
+
+@pytest.fixture(scope="module")
+def graph(tmp_path_factory):
+    """All ten partitions materialised twice on one temporary instance and data root."""
+    root = tmp_path_factory.mktemp("data")
+    with dg.instance_for_test() as instance:
+        first = {p: materialize(root, instance, p) for p in SOURCES}
+        second = {p: materialize(root, instance, p) for p in SOURCES}
+        yield root, instance, first, second
+
+
+def test_every_partition_materialises_with_rows(graph):
+    root, _, first, _ = graph
+    for p in SOURCES:
+        assert first[p].success, p
+        raw = materialization(first[p], "raw_samples")
+        assert raw.metadata["rows"].value >= 10, p
+        sub = materialization(first[p], "subsample")
+        assert 0 < sub.metadata["rows"].value <= raw.metadata["rows"].value
+        assert (root / "subsample" / p / "samples.parquet").exists()
+
+
+def test_every_planted_bad_row_is_quarantined_and_counted(graph):
+    root, _, first, _ = graph
+    for p in SOURCES:
+        planted = json.loads((root / "raw" / p / ".demo.json").read_text())["planted"]
+        assert planted, f"{p} plants no bad rows"
+        quarantine = pq.read_table(root / "raw_samples" / p / "quarantine.parquet").to_pylist()
+        assert Counter((r["native_id"], r["reason"]) for r in quarantine) == Counter(
+            (x["native_id"], x["reason"]) for x in planted
+        ), p
+        meta = materialization(first[p], "raw_samples").metadata
+        by_reason = Counter(x["reason"] for x in planted)
+        assert meta["quarantined"].value == len(planted)
+        for reason, n in by_reason.items():
+            assert meta[f"quarantined/{reason}"].value == n, (p, reason)
+        table = {r.data["reason"]: r.data["rows"] for r in meta["quarantined_by_reason"].value.records}
+        assert table == dict(by_reason)
+
+
+def test_checks_pass_on_the_embedded_sample(graph):
+    _, _, first, _ = graph
+    for p in SOURCES:
+        evaluations = first[p].get_asset_check_evaluations()
+        assert {(e.asset_key.path[-1], e.check_name) for e in evaluations} == {
+            ("raw_samples", "no_duplicate_ids"), ("raw_samples", "quarantine_rate"), ("subsample", "no_duplicate_ids")}
+        assert all(e.passed for e in evaluations), [(e.check_name, e.metadata) for e in evaluations if not e.passed]
+
+
+def test_rerun_changes_no_data_version(graph):
+    _, _, first, second = graph
+    for p in SOURCES:
+        for asset in ("raw_samples", "subsample"):
+            a = materialization(first[p], asset).tags["dagster/data_version"]
+            b = materialization(second[p], asset).tags["dagster/data_version"]
+            assert a == b, (p, asset)
+
+
+def test_code_version_is_recorded(graph):
+    _, _, first, _ = graph
+    tags = materialization(first["clevr"], "raw_samples").tags
+    assert tags["dagster/code_version"].startswith("ingest-")
+
+
+def test_observation_fingerprints_each_source_and_notices_a_change(tmp_path):
+    with dg.instance_for_test() as instance:
+        res = resources(tmp_path)
+        assert dg.observe([source_files], instance=instance, resources=res).success
+        before = _observed_versions(instance)
+        assert set(before) == set(SOURCES) and len(set(before.values())) == len(SOURCES)
+        (tmp_path / "raw" / "clevr" / "extra.txt").write_text("new file")
+        assert dg.observe([source_files], instance=instance, resources=res).success
+        after = _observed_versions(instance)
+        assert after["clevr"] != before["clevr"]
+        assert {k: v for k, v in after.items() if k != "clevr"} == {k: v for k, v in before.items() if k != "clevr"}
+
+
+def _observed_versions(instance):
+    records = instance.fetch_observations(dg.AssetKey("source_files"), limit=1000).records
+    latest = {}
+    for r in sorted(records, key=lambda r: r.storage_id):
+        obs = r.asset_observation
+        latest[obs.partition] = obs.tags["dagster/data_version"]
+    return latest
+
+
+def test_a_blocking_check_stops_downstream(tmp_path):
+    with dg.instance_for_test() as instance:
+        result = materialize(tmp_path, instance, "clevr", max_quarantine_rate=0.0)
+        assert not result.success
+        failed = [e for e in result.get_asset_check_evaluations() if not e.passed]
+        assert [e.check_name for e in failed] == ["quarantine_rate"]
+        assert not result.asset_materializations_for_node("subsample")
+        assert not (tmp_path / "subsample" / "clevr").exists()
+
+
+def test_missing_source_folder_fails_with_a_clear_error(tmp_path):
+    with dg.instance_for_test() as instance:
+        result = dg.materialize(
+            [source_files, raw_samples], selection=[raw_samples], partition_key="chartqa", instance=instance,
+            resources={**resources(tmp_path), "data_store": DataStore(root_uri=str(tmp_path), raw_uri=str(tmp_path / "nowhere"))},
+            raise_on_error=False,
+        )
+        assert not result.success
+        (failure,) = [e for e in result.all_events if e.is_step_failure]
+        message = failure.step_failure_data.error.message
+        assert "chartqa" in message and "does not exist" in message and "nowhere" in message
