@@ -1,0 +1,1 @@
+"""Teacher annotation: prompts, agreement rules, request cache, rate limits, backends, batch API."""
