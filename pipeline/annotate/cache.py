@@ -1,0 +1,166 @@
+"""The request cache and spend ledger: one SQLite file (WAL), one row per exact request.
+
+The key is a hash of the model, the parameters and the messages with every inline image replaced
+by the sha256 of its bytes, so the same request is never paid for twice: not on a re-run, not after
+a crash (each answer is committed the moment it arrives), not on a re-annotation whose prompt did
+not change. Batch ids live here too, so polling resumes after a restart.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS responses (
+    key TEXT PRIMARY KEY,
+    model TEXT NOT NULL,
+    mode TEXT NOT NULL,             -- online | batch | offline
+    response TEXT NOT NULL,         -- the chat completion JSON
+    input_tokens INTEGER NOT NULL,
+    output_tokens INTEGER NOT NULL,
+    cost_usd REAL NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS ledger (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts REAL NOT NULL,
+    key TEXT NOT NULL,
+    model TEXT NOT NULL,
+    mode TEXT NOT NULL,
+    input_tokens INTEGER NOT NULL,
+    output_tokens INTEGER NOT NULL,
+    cost_usd REAL NOT NULL,
+    run_id TEXT
+);
+CREATE TABLE IF NOT EXISTS batches (
+    batch_id TEXT PRIMARY KEY,
+    input_file_id TEXT NOT NULL,
+    keys TEXT NOT NULL,             -- JSON list of request keys in this batch
+    status TEXT NOT NULL,           -- submitted | done
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+"""
+
+_DATA_URL_PREFIX = "data:"
+
+
+def _image_hash(url: str) -> str:
+    if url.startswith(_DATA_URL_PREFIX) and ";base64," in url:
+        payload = url.split(";base64,", 1)[1]
+        return "sha256:" + hashlib.sha256(base64.b64decode(payload)).hexdigest()
+    return url  # a remote URL is its own identity
+
+
+def canonical_messages(messages: list[dict]) -> list[dict]:
+    """Messages with inline images replaced by their content hash (for keys and for audit)."""
+    out = []
+    for m in messages:
+        content = m.get("content")
+        if isinstance(content, list):
+            parts = []
+            for p in content:
+                if p.get("type") == "image_url":
+                    img = dict(p["image_url"])
+                    img["url"] = _image_hash(img["url"])
+                    parts.append({"type": "image_url", "image_url": img})
+                else:
+                    parts.append(p)
+            out.append({**m, "content": parts})
+        else:
+            out.append(m)
+    return out
+
+
+def request_key(model: str, messages: list[dict], params: dict) -> str:
+    body = {"model": model, "messages": canonical_messages(messages), "params": params}
+    text = json.dumps(body, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+class RequestCache:
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None, timeout=30)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")  # WAL: a killed process loses no commit
+        self._db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def get(self, key: str) -> dict | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT response, input_tokens, output_tokens, cost_usd, mode FROM responses WHERE key=?", (key,)
+            ).fetchone()
+        if row is None:
+            return None
+        return {"response": json.loads(row[0]), "input_tokens": row[1], "output_tokens": row[2],
+                "cost_usd": row[3], "mode": row[4]}
+
+    def has(self, key: str) -> bool:
+        with self._lock:
+            return self._db.execute("SELECT 1 FROM responses WHERE key=?", (key,)).fetchone() is not None
+
+    def put(self, key: str, model: str, mode: str, response: dict, input_tokens: int, output_tokens: int,
+            cost_usd: float, run_id: str | None = None) -> None:
+        """Store an answer and book its cost, in one transaction."""
+        now = time.time()
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                cur = self._db.execute(
+                    "INSERT OR IGNORE INTO responses VALUES (?,?,?,?,?,?,?,?)",
+                    (key, model, mode, json.dumps(response), input_tokens, output_tokens, cost_usd, now),
+                )
+                if cur.rowcount:  # a duplicate answer (a race) is not booked twice
+                    self._db.execute(
+                        "INSERT INTO ledger (ts, key, model, mode, input_tokens, output_tokens, cost_usd, run_id)"
+                        " VALUES (?,?,?,?,?,?,?,?)",
+                        (now, key, model, mode, input_tokens, output_tokens, cost_usd, run_id),
+                    )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def spent_usd(self, since: float | None = None) -> float:
+        with self._lock:
+            if since is None:
+                row = self._db.execute("SELECT COALESCE(SUM(cost_usd), 0) FROM ledger").fetchone()
+            else:
+                row = self._db.execute("SELECT COALESCE(SUM(cost_usd), 0) FROM ledger WHERE ts >= ?", (since,)).fetchone()
+        return float(row[0])
+
+    def responses_count(self) -> int:
+        with self._lock:
+            return self._db.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
+
+    # batches --------------------------------------------------------------------------------
+
+    def add_batch(self, batch_id: str, input_file_id: str, keys: list[str]) -> None:
+        now = time.time()
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO batches VALUES (?,?,?,?,?,?)",
+                (batch_id, input_file_id, json.dumps(keys), "submitted", now, now),
+            )
+
+    def open_batches(self) -> list[tuple[str, list[str]]]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT batch_id, keys FROM batches WHERE status='submitted' ORDER BY created_at"
+            ).fetchall()
+        return [(b, json.loads(k)) for b, k in rows]
+
+    def close_batch(self, batch_id: str) -> None:
+        with self._lock:
+            self._db.execute("UPDATE batches SET status='done', updated_at=? WHERE batch_id=?", (time.time(), batch_id))
