@@ -15,7 +15,7 @@ def resources(root, **quality):
     return {
         "data_store": DataStore(root_uri=str(root), embedded_sample=True),
         "sampling": SamplingPlan(scale=0.001, min_quota=10),
-        "quality": QualityThresholds(**quality),
+        "quality": QualityThresholds(**{"max_quarantine_rate": 0.5, **quality}),
     }
 
 
