@@ -33,3 +33,28 @@ QUARANTINE = pa.schema(
         pa.field("record", pa.string()),  # the offending record as JSON, truncated
     ]
 )
+
+# One row per assistant turn of a subsampled sample: the teacher's four-stage answer and its fate.
+ANNOTATION = pa.schema(
+    [
+        pa.field("sample_id", pa.string(), nullable=False),
+        pa.field("source", pa.string(), nullable=False),
+        pa.field("turn_index", pa.int32(), nullable=False),  # index among the sample's gpt turns
+        pa.field("status", pa.string(), nullable=False),  # ok | refused | invalid | error | pending
+        pa.field("reason", pa.string(), nullable=False),  # why, when status is not ok
+        pa.field("response", pa.string()),  # the accepted (or last) four-stage text
+        pa.field("summary", pa.string()),
+        pa.field("caption", pa.string()),
+        pa.field("reasoning", pa.string()),
+        pa.field("conclusion", pa.string()),
+        pa.field("teacher_model", pa.string(), nullable=False),
+        pa.field("prompt_version", pa.string(), nullable=False),
+        pa.field("judge_verdict", pa.string(), nullable=False),  # rule:<name> | valid | invalid | none
+        pa.field("attempts", pa.int32(), nullable=False),
+        pa.field("input_tokens", pa.int64(), nullable=False),
+        pa.field("output_tokens", pa.int64(), nullable=False),
+        pa.field("cost_usd", pa.float64(), nullable=False),
+        pa.field("round", pa.int32(), nullable=False),  # re-annotation round that produced this row
+        pa.field("input_hash", pa.string(), nullable=False),  # hash of the turn's inputs
+    ]
+)

@@ -1,0 +1,223 @@
+"""The Batch API as a transport: half the price, results within the completion window.
+
+Turn coroutines call `submit(...)` exactly as they would call the API; requests are gathered for a
+moment, written as JSONL files split at the API's limits (50,000 requests, 200 MB), uploaded and
+submitted. Batch ids are stored in the request cache's database before polling starts, so a
+restarted run resumes polling instead of paying again. Every answered line goes into the cache the
+moment its output file is read; failed lines and the unfinished lines of an expired batch are
+resubmitted (the finished ones are kept).
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+
+from pipeline.annotate.backends import RequestRejected, TransientError, check_completion
+from pipeline.annotate.cache import RequestCache
+from pipeline.annotate.pricing import PriceTable
+
+MAX_REQUESTS = 50_000
+MAX_BYTES = 200 * 1024 * 1024
+TERMINAL = ("completed", "expired", "failed", "cancelled")
+
+
+def split_lines(lines: list[tuple[str, bytes]], max_requests: int = MAX_REQUESTS,
+                max_bytes: int = MAX_BYTES) -> list[list[tuple[str, bytes]]]:
+    """Chunks of (key, jsonl line) that each respect both limits, in order."""
+    chunks, current, size = [], [], 0
+    for key, line in lines:
+        if len(line) > max_bytes:
+            raise RequestRejected(f"one request is {len(line)} bytes, over the batch file limit")
+        if current and (len(current) >= max_requests or size + len(line) > max_bytes):
+            chunks.append(current)
+            current, size = [], 0
+        current.append((key, line))
+        size += len(line)
+    if current:
+        chunks.append(current)
+    return chunks
+
+
+class BatchTransport:
+    def __init__(self, client, cache: RequestCache, prices: PriceTable | None = None, poll_interval_s: float = 30.0,
+                 gather_window_s: float = 1.0, max_requests: int = MAX_REQUESTS, max_bytes: int = MAX_BYTES,
+                 completion_window: str = "24h", max_resubmits: int = 3, log=print) -> None:
+        self.client, self.cache = client, cache
+        self.prices = prices or PriceTable.default()
+        self.poll_interval_s, self.gather_window_s = poll_interval_s, gather_window_s
+        self.max_requests, self.max_bytes = max_requests, max_bytes
+        self.completion_window, self.max_resubmits = completion_window, max_resubmits
+        self.log = log
+        self._futures: dict[str, asyncio.Future] = {}
+        self._bodies: dict[str, bytes] = {}  # key -> jsonl line, kept for resubmission
+        self._models: dict[str, str] = {}
+        self._pending: list[str] = []
+        self._resubmits: dict[str, int] = {}
+        self._inflight: dict[str, str] = {}  # key -> batch id
+        self._wake: asyncio.Event | None = None
+        self._tasks: set[asyncio.Task] = set()
+        self._flusher: asyncio.Task | None = None
+        self.batches_submitted = 0
+        self.resumed_batches = 0
+
+    # -- public ----------------------------------------------------------------------------
+
+    async def submit(self, key: str, model: str, messages: list[dict], params: dict) -> dict:
+        self._start()
+        fut = self._futures.get(key)
+        if fut is None:
+            fut = asyncio.get_running_loop().create_future()
+            self._futures[key] = fut
+            body = {"model": model, "messages": messages, **params}
+            self._bodies[key] = (json.dumps({"custom_id": key, "method": "POST", "url": "/v1/chat/completions",
+                                             "body": body}, ensure_ascii=False) + "\n").encode()
+            self._models[key] = model
+            if key not in self._inflight:  # a resumed batch may already hold it
+                self._pending.append(key)
+                self._wake.set()
+        return await asyncio.shield(fut)
+
+    async def aclose(self) -> None:
+        for t in list(self._tasks) + ([self._flusher] if self._flusher else []):
+            t.cancel()
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _start(self) -> None:
+        if self._flusher is not None:
+            return
+        self._wake = asyncio.Event()
+        for batch_id, keys in self.cache.open_batches():  # resume polling after a restart
+            self.resumed_batches += 1
+            for k in keys:
+                self._inflight[k] = batch_id
+            self._spawn(self._poll(batch_id, keys))
+        self._flusher = asyncio.create_task(self._flush_loop())
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            # gather: wait until no new request arrived for a moment (or a file is full)
+            while True:
+                n = len(self._pending)
+                await asyncio.sleep(self.gather_window_s)
+                if len(self._pending) == n or len(self._pending) >= self.max_requests:
+                    break
+            self._wake.clear()
+            keys, self._pending = self._pending, []
+            for chunk in split_lines([(k, self._bodies[k]) for k in keys], self.max_requests, self.max_bytes):
+                try:
+                    await self._create(chunk)
+                except Exception as exc:  # the upload or create failed: fail these requests loudly
+                    for k, _ in chunk:
+                        self._fail(k, RequestRejected(f"batch submission failed: {type(exc).__name__}: {exc}"))
+
+    async def _create(self, chunk: list[tuple[str, bytes]]) -> None:
+        data = b"".join(line for _, line in chunk)
+        f = await self.client.files.create(file=("requests.jsonl", data), purpose="batch")
+        batch = await self.client.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions",
+                                                 completion_window=self.completion_window)
+        keys = [k for k, _ in chunk]
+        self.cache.add_batch(batch.id, f.id, keys)  # before polling: a restart finds it
+        self.batches_submitted += 1
+        for k in keys:
+            self._inflight[k] = batch.id
+        self.log(f"batch {batch.id}: {len(keys)} requests, {len(data)} bytes submitted")
+        self._spawn(self._poll(batch.id, keys))
+
+    async def _poll(self, batch_id: str, keys: list[str]) -> None:
+        try:
+            await self._collect(batch_id, keys)
+        except Exception as exc:  # never leave a turn waiting forever on a dead poller
+            for k in keys:
+                self._inflight.pop(k, None)
+                self._fail(k, RequestRejected(f"polling batch {batch_id} failed: {type(exc).__name__}: {exc}"))
+
+    async def _collect(self, batch_id: str, keys: list[str]) -> None:
+        failures = 0
+        while True:
+            try:
+                batch = await self.client.batches.retrieve(batch_id)
+                failures = 0
+            except Exception:  # a flaky poll is retried; ten in a row is an outage
+                failures += 1
+                if failures >= 10:
+                    raise
+                await asyncio.sleep(self.poll_interval_s)
+                continue
+            if batch.status in TERMINAL:
+                break
+            await asyncio.sleep(self.poll_interval_s)
+        answered: set[str] = set()
+        if batch.output_file_id:
+            for line in await self._lines(batch.output_file_id):
+                key = line.get("custom_id")
+                resp = line.get("response") or {}
+                if key and resp.get("status_code") == 200:
+                    try:
+                        body = check_completion(resp.get("body"))
+                    except TransientError:
+                        continue
+                    self._store(key, body)
+                    answered.add(key)
+        errors: dict[str, str] = {}
+        if batch.error_file_id:
+            for line in await self._lines(batch.error_file_id):
+                err = line.get("error") or (line.get("response") or {}).get("body", {}).get("error") or {}
+                if line.get("custom_id"):
+                    errors[line["custom_id"]] = str(err.get("code") or err.get("message") or "error")
+        self.cache.close_batch(batch_id)
+        missing = [k for k in keys if k not in answered]
+        if missing:
+            self.log(f"batch {batch_id} {batch.status}: {len(answered)} answered, {len(missing)} to resubmit")
+        for k in keys:
+            self._inflight.pop(k, None)
+            if k in answered:
+                fut = self._futures.get(k)
+                if fut is not None and not fut.done():
+                    fut.set_result(self.cache.get(k)["response"])
+            elif k in self._futures:
+                self._retry(k, errors.get(k) or f"batch {batch.status}")
+            # a key with no future belongs to a resumed batch no turn asked for again: its
+            # answered lines are cached, and nothing else is owed
+
+    def _retry(self, key: str, why: str) -> None:
+        n = self._resubmits.get(key, 0)
+        if n >= self.max_resubmits:
+            self._fail(key, RequestRejected(f"batch request failed {n + 1} times; last: {why}"))
+            return
+        self._resubmits[key] = n + 1
+        self._pending.append(key)
+        self._wake.set()
+
+    def _fail(self, key: str, exc: Exception) -> None:
+        fut = self._futures.get(key)
+        if fut is not None and not fut.done():
+            fut.set_exception(exc)
+
+    def _store(self, key: str, body: dict) -> None:
+        usage = body.get("usage") or {}
+        tin, tout = int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
+        # the model we asked for (a resumed batch's own lines name the model that answered)
+        model = self._models.get(key) or body.get("model") or "unknown"
+        cost = self.prices.cost(model, tin, tout, batch=True)
+        self.cache.put(key, model, "batch", body, tin, tout, cost)
+
+    async def _lines(self, file_id: str) -> list[dict]:
+        content = await self.client.files.content(file_id)
+        text = content.text if hasattr(content, "text") else content.read().decode()
+        out = []
+        for raw in text.splitlines():
+            raw = raw.strip()
+            if not raw:
+                continue
+            try:
+                out.append(json.loads(raw))
+            except ValueError:
+                continue  # a torn line is simply not answered: it is resubmitted
+        return out
