@@ -13,6 +13,8 @@ REASONS = {
     "unreadable_image": "the image file exists but cannot be decoded",
     "duplicate_id": "another row of this source already has this id",
     "bad_option_index": "the answer index points outside the options",
+    "unsafe_file": "the file asks to load code or objects the reader refuses (e.g. a pickle naming os.system); "
+    "nothing in it was executed",
 }
 
 MAX_RECORD_CHARS = 2000
