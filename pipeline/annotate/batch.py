@@ -87,11 +87,12 @@ class BatchTransport:
         if self._flusher is not None:
             return
         self._wake = asyncio.Event()
-        for batch_id, keys in self.cache.open_batches():  # resume polling after a restart
+        for batch_id, pairs in self.cache.open_batches():  # resume polling after a restart
             self.resumed_batches += 1
-            for k in keys:
+            for k, model in pairs:
                 self._inflight[k] = batch_id
-            self._spawn(self._poll(batch_id, keys))
+                self._models.setdefault(k, model)
+            self._spawn(self._poll(batch_id, [k for k, _ in pairs]))
         self._flusher = asyncio.create_task(self._flush_loop())
 
     def _spawn(self, coro) -> None:
@@ -123,7 +124,7 @@ class BatchTransport:
         batch = await self.client.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions",
                                                  completion_window=self.completion_window)
         keys = [k for k, _ in chunk]
-        self.cache.add_batch(batch.id, f.id, keys)  # before polling: a restart finds it
+        self.cache.add_batch(batch.id, f.id, [(k, self._models[k]) for k in keys])  # before polling
         self.batches_submitted += 1
         for k in keys:
             self._inflight[k] = batch.id
@@ -203,8 +204,7 @@ class BatchTransport:
     def _store(self, key: str, body: dict) -> None:
         usage = body.get("usage") or {}
         tin, tout = int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
-        # the model we asked for (a resumed batch's own lines name the model that answered)
-        model = self._models.get(key) or body.get("model") or "unknown"
+        model = self._models[key]  # the model we asked for (recorded with the batch)
         cost = self.prices.cost(model, tin, tout, batch=True)
         self.cache.put(key, model, "batch", body, tin, tout, cost)
 

@@ -40,7 +40,7 @@ CREATE TABLE IF NOT EXISTS ledger (
 CREATE TABLE IF NOT EXISTS batches (
     batch_id TEXT PRIMARY KEY,
     input_file_id TEXT NOT NULL,
-    keys TEXT NOT NULL,             -- JSON list of request keys in this batch
+    keys TEXT NOT NULL,             -- JSON list of [request key, model] in this batch
     status TEXT NOT NULL,           -- submitted | done
     created_at REAL NOT NULL,
     updated_at REAL NOT NULL
@@ -146,15 +146,16 @@ class RequestCache:
 
     # batches --------------------------------------------------------------------------------
 
-    def add_batch(self, batch_id: str, input_file_id: str, keys: list[str]) -> None:
+    def add_batch(self, batch_id: str, input_file_id: str, keys: list[tuple[str, str]]) -> None:
+        """Record a submitted batch: its request keys with the model each asked for."""
         now = time.time()
         with self._lock:
             self._db.execute(
                 "INSERT OR REPLACE INTO batches VALUES (?,?,?,?,?,?)",
-                (batch_id, input_file_id, json.dumps(keys), "submitted", now, now),
+                (batch_id, input_file_id, json.dumps([list(k) for k in keys]), "submitted", now, now),
             )
 
-    def open_batches(self) -> list[tuple[str, list[str]]]:
+    def open_batches(self) -> list[tuple[str, list[list[str]]]]:
         with self._lock:
             rows = self._db.execute(
                 "SELECT batch_id, keys FROM batches WHERE status='submitted' ORDER BY created_at"
