@@ -8,12 +8,19 @@ the paper's quotas.
 from __future__ import annotations
 
 import os
+import warnings
 
 import dagster as dg
 
+# observable source assets are "beta" in Dagster 1.x; the warning says nothing a user can act on
+warnings.filterwarnings("ignore", category=dg.BetaWarning)
+
 from assets import sources
+from assets.annotations import build_annotations_asset
+from jobs.annotation import raw_data_sensor, reannotate_job, reannotate_schedule
 from jobs.main import main_job, observe_sources_job
 from resources import DataStore, QualityThresholds, SamplingPlan
+from resources.teacher import teacher_from_env
 
 DEPLOYMENT = os.environ.get("LLAVACOT_DEPLOYMENT", "demo")
 
@@ -30,6 +37,8 @@ def _resources(deployment: str) -> dict:
             # The embedded sample plants bad rows of every kind on purpose (up to a third of a
             # source), so its limit is looser than production's.
             "quality": QualityThresholds(max_quarantine_rate=0.5),
+            # the real client when OPENAI_API_KEY is set, else the offline template teacher
+            "teacher": teacher_from_env(),
         }
     if deployment == "production":
         return {
@@ -39,12 +48,17 @@ def _resources(deployment: str) -> dict:
             ),
             "sampling": SamplingPlan(),
             "quality": QualityThresholds(),
+            "teacher": teacher_from_env(backend="openai", max_spend_usd=float(os.environ.get("LLAVACOT_MAX_SPEND_USD", "500"))),
         }
     raise ValueError(f"LLAVACOT_DEPLOYMENT must be 'demo' or 'production', not {deployment!r}")
 
 
+RESOURCES = _resources(DEPLOYMENT)
+
 defs = dg.Definitions(
-    assets=dg.load_assets_from_modules([sources]),
-    jobs=[main_job, observe_sources_job],
-    resources=_resources(DEPLOYMENT),
+    assets=[*dg.load_assets_from_modules([sources]), build_annotations_asset(RESOURCES["teacher"].model_label())],
+    jobs=[main_job, observe_sources_job, reannotate_job],
+    schedules=[reannotate_schedule],
+    sensors=[raw_data_sensor],
+    resources=RESOURCES,
 )

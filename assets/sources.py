@@ -1,5 +1,4 @@
 """Source assets: raw folder fingerprint -> canonical rows (with quarantine) -> quota subsample."""
-from __future__ import annotations
 
 import hashlib
 
