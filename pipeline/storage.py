@@ -43,6 +43,8 @@ class Root:
         if "w" in mode:
             parent = posixpath.dirname(self.path(rel))
             self.fs.makedirs(parent, exist_ok=True)
+            if self._listing is not None:  # keep the cached listing true for files we write
+                self._listing.add(posixpath.normpath(rel))
         return self.fs.open(self.path(rel), mode, **kwargs)
 
     def makedirs(self, rel: str = "") -> None:
