@@ -1,0 +1,1 @@
+"""Local fakes for tests and benchmarks (no network): an OpenAI-compatible HTTP server."""
