@@ -15,6 +15,8 @@ import time
 from pathlib import Path
 
 DEFAULT_HOME = ".dagster_home"
+# The console shows progress lines (INFO); every DEBUG event is still in the run's event log.
+QUIET = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 
 
 def _instance():
@@ -64,7 +66,9 @@ def cmd_run(args) -> int:
     store = _store(defs)
     for source in partitions:
         store.raw(source)  # the demo deployment writes the embedded sample on first use
-    observe = defs.resolve_job_def("observe_sources").execute_in_process(instance=instance, raise_on_error=False)
+    observe = defs.resolve_job_def("observe_sources").execute_in_process(
+        instance=instance, raise_on_error=False, run_config=QUIET
+    )
     if not observe.success:
         print("observing the source folders failed; see the run in the Dagster UI", file=sys.stderr)
         return 1
@@ -72,7 +76,9 @@ def cmd_run(args) -> int:
     failed = []
     for source in partitions:
         t0 = time.monotonic()
-        result = job.execute_in_process(partition_key=source, instance=instance, raise_on_error=False)
+        result = job.execute_in_process(
+            partition_key=source, instance=instance, raise_on_error=False, run_config=QUIET
+        )
         status = "ok" if result.success else "FAILED"
         if not result.success:
             failed.append(source)
