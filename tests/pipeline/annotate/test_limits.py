@@ -42,9 +42,9 @@ def test_pause_holds_everyone(tmp_path):
 
 
 def test_acquire_waits_then_proceeds(tmp_path):
-    lim = SharedRateLimiter(tmp_path / "b.db", rpm=600, tpm=10**9)
+    lim = SharedRateLimiter(tmp_path / "b.db", rpm=60, tpm=10**9)
     async def go():
-        for _ in range(605):
+        for _ in range(61):
             await lim.acquire(1)
     asyncio.run(asyncio.wait_for(go(), 5))
     assert lim.waited_s > 0
