@@ -12,7 +12,7 @@ from pipeline import SOURCES
 from pipeline.fingerprint import fingerprint
 from pipeline.ingest import INGEST_VERSION, ingest_source
 from pipeline.sampling import SUBSAMPLE_VERSION, subsample_source
-from pipeline.sources import all_readers, get_reader
+from pipeline.sources import SourceLayoutError, all_readers, get_reader
 from resources import DataStore, QualityThresholds, SamplingPlan
 
 
@@ -66,7 +66,10 @@ def raw_samples(
     source_root = data_store.raw(source)
     out = data_store.step("raw_samples", source)
     context.log.info(f"reading {source} from {source_root.uri}")
-    s = ingest_source(source, source_root, out)
+    try:
+        s = ingest_source(source, source_root, out)
+    except SourceLayoutError as exc:  # the whole folder is wrong: say what was expected where
+        raise dg.Failure(description=str(exc)) from exc
     digest, files, size = fingerprint(source_root)
 
     total = s.rows + sum(s.quarantined.values())

@@ -6,9 +6,13 @@ import dagster as dg
 import pyarrow.parquet as pq
 import pytest
 
+from assets.annotations import build_annotations_asset
 from assets.sources import raw_samples, source_files, subsample
 from pipeline import SOURCES
 from resources import DataStore, QualityThresholds, SamplingPlan
+from resources.teacher import Teacher
+
+annotations = build_annotations_asset("offline-template")
 
 
 def resources(root, **quality):
@@ -16,13 +20,14 @@ def resources(root, **quality):
         "data_store": DataStore(root_uri=str(root), embedded_sample=True),
         "sampling": SamplingPlan(scale=0.001, min_quota=10),
         "quality": QualityThresholds(**{"max_quarantine_rate": 0.5, **quality}),
+        "teacher": Teacher(backend="offline", cache_dir=str(root / "teacher-cache")),
     }
 
 
 def materialize(root, instance, partition, **quality):
     return dg.materialize(
-        [source_files, raw_samples, subsample],
-        selection=[raw_samples, subsample],
+        [source_files, raw_samples, subsample, annotations],
+        selection=[raw_samples, subsample, annotations],
         partition_key=partition,
         instance=instance,
         resources=resources(root, **quality),
@@ -78,15 +83,29 @@ def test_checks_pass_on_the_embedded_sample(graph):
     _, _, first, _ = graph
     for p in SOURCES:
         evaluations = first[p].get_asset_check_evaluations()
-        assert {(e.asset_key.path[-1], e.check_name) for e in evaluations} == {
+        assert {(e.asset_key.path[-1], e.check_name) for e in evaluations} >= {
             ("raw_samples", "no_duplicate_ids"), ("raw_samples", "quarantine_rate"), ("subsample", "no_duplicate_ids")}
         assert all(e.passed for e in evaluations), [(e.check_name, e.metadata) for e in evaluations if not e.passed]
+
+
+def test_offline_teacher_annotates_every_turn_of_every_partition(graph):
+    root, _, first, second = graph
+    for p in SOURCES:
+        meta = materialization(first[p], "annotations").metadata
+        sub_rows = materialization(first[p], "subsample").metadata["rows"].value
+        assert meta["turns"].value >= sub_rows
+        assert meta["status/ok"].value == meta["turns"].value, p
+        assert meta["teacher_model"].value == "offline-template"
+        rows = pq.read_table(root / "annotations" / p / "annotations.parquet").to_pylist()
+        assert {r["teacher_model"] for r in rows} == {"offline-template"}
+        again = materialization(second[p], "annotations").metadata
+        assert again["calls_made"].value == 0 and again["kept_from_previous_run"].value == meta["turns"].value
 
 
 def test_rerun_changes_no_data_version(graph):
     _, _, first, second = graph
     for p in SOURCES:
-        for asset in ("raw_samples", "subsample"):
+        for asset in ("raw_samples", "subsample", "annotations"):
             a = materialization(first[p], asset).tags["dagster/data_version"]
             b = materialization(second[p], asset).tags["dagster/data_version"]
             assert a == b, (p, asset)
@@ -99,13 +118,16 @@ def test_code_version_is_recorded(graph):
 
 
 def test_observation_fingerprints_each_source_and_notices_a_change(tmp_path):
+    from jobs.main import observe_sources_job
+
+    defs = dg.Definitions(assets=[source_files], jobs=[observe_sources_job], resources=resources(tmp_path))
+    observe = defs.resolve_job_def("observe_sources")
     with dg.instance_for_test() as instance:
-        res = resources(tmp_path)
-        assert dg.observe([source_files], instance=instance, resources=res).success
+        assert observe.execute_in_process(instance=instance).success
         before = _observed_versions(instance)
         assert set(before) == set(SOURCES) and len(set(before.values())) == len(SOURCES)
         (tmp_path / "raw" / "clevr" / "extra.txt").write_text("new file")
-        assert dg.observe([source_files], instance=instance, resources=res).success
+        assert observe.execute_in_process(instance=instance).success
         after = _observed_versions(instance)
         assert after["clevr"] != before["clevr"]
         assert {k: v for k, v in after.items() if k != "clevr"} == {k: v for k, v in before.items() if k != "clevr"}
@@ -139,5 +161,5 @@ def test_missing_source_folder_fails_with_a_clear_error(tmp_path):
         )
         assert not result.success
         (failure,) = [e for e in result.all_events if e.is_step_failure]
-        message = failure.step_failure_data.error.message
+        message = failure.step_failure_data.user_failure_data.description
         assert "chartqa" in message and "does not exist" in message and "nowhere" in message
