@@ -58,3 +58,14 @@ ANNOTATION = pa.schema(
         pa.field("input_hash", pa.string(), nullable=False),  # hash of the turn's inputs
     ]
 )
+
+# A turn (or a whole sample) rejected by validation or dataset assembly, with its reason.
+REJECT = pa.schema(
+    [
+        pa.field("sample_id", pa.string(), nullable=False),
+        pa.field("source", pa.string(), nullable=False),
+        pa.field("turn_index", pa.int32()),  # None: the whole sample
+        pa.field("reason", pa.string(), nullable=False),
+        pa.field("detail", pa.string(), nullable=False),
+    ]
+)
