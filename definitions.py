@@ -15,7 +15,7 @@ import dagster as dg
 # observable source assets are "beta" in Dagster 1.x; the warning says nothing a user can act on
 warnings.filterwarnings("ignore", category=dg.BetaWarning)
 
-from assets import sources
+from assets import sources, validated
 from assets.annotations import build_annotations_asset
 from jobs.annotation import raw_data_sensor, reannotate_job, reannotate_schedule
 from jobs.main import main_job, observe_sources_job
@@ -56,7 +56,11 @@ def _resources(deployment: str) -> dict:
 RESOURCES = _resources(DEPLOYMENT)
 
 defs = dg.Definitions(
-    assets=[*dg.load_assets_from_modules([sources]), build_annotations_asset(RESOURCES["teacher"].model_label())],
+    assets=[
+        *dg.load_assets_from_modules([sources]),
+        build_annotations_asset(RESOURCES["teacher"].model_label()),
+        *dg.load_assets_from_modules([validated]),
+    ],
     jobs=[main_job, observe_sources_job, reannotate_job],
     schedules=[reannotate_schedule],
     sensors=[raw_data_sensor],

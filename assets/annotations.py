@@ -12,6 +12,7 @@ from resources import DataStore
 from resources.teacher import Teacher
 
 TEACHER_POOL = "teacher_api"
+ANNOTATIONS_KEY = dg.AssetKey("annotations")
 
 
 class AnnotateConfig(dg.Config):

@@ -37,5 +37,9 @@ class QualityThresholds(dg.ConfigurableResource):
         "data errors: reported, but not counted against the rate.",
     )
 
+    min_validity_rate: float = Field(
+        default=0.9, description="Smallest share of a source's annotated turns that must pass validation."
+    )
+
     def limit(self, source: str) -> float:
         return self.max_quarantine_rate_by_source.get(source, self.max_quarantine_rate)

@@ -13,6 +13,7 @@ from resources import DataStore, QualityThresholds, SamplingPlan
 from resources.teacher import Teacher
 
 annotations = build_annotations_asset("offline-template")
+from assets.validated import validated  # noqa: E402
 
 
 def resources(root, **quality):
@@ -26,8 +27,8 @@ def resources(root, **quality):
 
 def materialize(root, instance, partition, **quality):
     return dg.materialize(
-        [source_files, raw_samples, subsample, annotations],
-        selection=[raw_samples, subsample, annotations],
+        [source_files, raw_samples, subsample, annotations, validated],
+        selection=[raw_samples, subsample, annotations, validated],
         partition_key=partition,
         instance=instance,
         resources=resources(root, **quality),
@@ -105,7 +106,7 @@ def test_offline_teacher_annotates_every_turn_of_every_partition(graph):
 def test_rerun_changes_no_data_version(graph):
     _, _, first, second = graph
     for p in SOURCES:
-        for asset in ("raw_samples", "subsample", "annotations"):
+        for asset in ("raw_samples", "subsample", "annotations", "validated"):
             a = materialization(first[p], asset).tags["dagster/data_version"]
             b = materialization(second[p], asset).tags["dagster/data_version"]
             assert a == b, (p, asset)
@@ -163,3 +164,40 @@ def test_missing_source_folder_fails_with_a_clear_error(tmp_path):
         (failure,) = [e for e in result.all_events if e.is_step_failure]
         message = failure.step_failure_data.user_failure_data.description
         assert "chartqa" in message and "does not exist" in message and "nowhere" in message
+
+
+def test_validated_keeps_every_offline_annotation_and_passes_its_checks(graph):
+    root, _, first, _ = graph
+    for p in SOURCES:
+        meta = materialization(first[p], "validated").metadata
+        assert meta["validity_rate"].value == 1.0, p
+        assert meta["samples_out"].value == materialization(first[p], "subsample").metadata["rows"].value
+    rows = pq.read_table(root / "validated" / "clevr" / "samples.parquet").to_pylist()
+    assert all("<CONCLUSION>" in t["value"] for r in rows for t in r["conversations"] if t["from"] == "gpt")
+
+
+def test_a_low_validity_rate_blocks_the_partition(graph, tmp_path):
+    import shutil
+
+    import pyarrow as pa
+
+    from pipeline import schema
+
+    root, _, _, _ = graph
+    copy = tmp_path / "data"
+    shutil.copytree(root, copy)
+    path = copy / "annotations" / "ai2d" / "annotations.parquet"
+    rows = pq.read_table(path).to_pylist()
+    for r in rows[: len(rows) // 2]:
+        r["response"] = "no tags at all"
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema.ANNOTATION), path)
+    with dg.instance_for_test() as instance:
+        result = dg.materialize(
+            [source_files, raw_samples, subsample, annotations, validated], selection=[validated],
+            partition_key="ai2d", instance=instance, resources=resources(copy), raise_on_error=False,
+        )
+    assert not result.success
+    (check,) = [e for e in result.get_asset_check_evaluations() if e.check_name == "validity_rate"]
+    assert not check.passed and check.metadata["rate"].value < 0.9
+    rejects = pq.read_table(copy / "validated" / "ai2d" / "rejects.parquet").to_pylist()
+    assert {r["reason"] for r in rejects} == {"format_no_tags"} and len(rejects) == len(rows) // 2
