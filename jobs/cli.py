@@ -54,7 +54,9 @@ def cmd_run(args) -> int:
     import json
 
     from definitions import defs
+    from jobs.freshness import CONFIG_TAG, config_fingerprint, stale_reason
     from pipeline import SOURCES
+    from pipeline.fingerprint import fingerprint
 
     instance = _instance()
     partitions = args.partition or list(SOURCES)
@@ -73,16 +75,24 @@ def cmd_run(args) -> int:
         print("observing the source folders failed; see the run in the Dagster UI", file=sys.stderr)
         return 1
     job = defs.resolve_job_def("main")
+    config = config_fingerprint(defs)
     failed = []
     for source in partitions:
         t0 = time.monotonic()
+        digest, _, _ = fingerprint(store.raw_root().child(source))
+        why = None if args.force else stale_reason(instance, defs, "main", source, config, digest)
+        if not args.force and why is None:
+            print(f"  {source:<11} up to date (nothing changed since its last run)", flush=True)
+            continue
         result = job.execute_in_process(
-            partition_key=source, instance=instance, raise_on_error=False, run_config=QUIET
+            partition_key=source, instance=instance, raise_on_error=False, run_config=QUIET,
+            tags={CONFIG_TAG: config},
         )
         status = "ok" if result.success else "FAILED"
         if not result.success:
             failed.append(source)
-        print(f"  {source:<11} {status:<6} run {result.run_id[:8]}  {time.monotonic() - t0:5.1f}s", flush=True)
+        why = "forced" if args.force else why
+        print(f"  {source:<11} {status:<6} run {result.run_id[:8]}  {time.monotonic() - t0:5.1f}s  ({why})", flush=True)
     root = store.root()
     print(f"\n{'source':<11} {'raw rows':>8} {'quarantined':>11} {'subsample':>9}")
     for source in partitions:
@@ -113,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="materialise the whole asset graph, every source partition")
     run.add_argument("--partition", action="append", help="only this source (repeatable)")
+    run.add_argument("--force", action="store_true", help="run even the partitions that are up to date")
     run.set_defaults(func=cmd_run)
     demo = sub.add_parser("demo", help="write the embedded sample")
     demo.add_argument("--force", action="store_true", help="rewrite even if present")
