@@ -1,6 +1,4 @@
 """Re-annotation on a schedule, and a sensor that notices new raw data."""
-from __future__ import annotations
-
 import json
 import os
 
@@ -8,6 +6,7 @@ import dagster as dg
 
 from pipeline import SOURCES
 from pipeline.fingerprint import fingerprint
+from resources import DataStore
 
 reannotate_job = dg.define_asset_job(
     "reannotate",
@@ -37,12 +36,11 @@ def reannotate_schedule(context: dg.ScheduleEvaluationContext):
     job_name="main",
     minimum_interval_seconds=300,
     default_status=dg.DefaultSensorStatus.STOPPED,
-    required_resource_keys={"data_store"},
     description="Fingerprints every raw source folder; when one changes, runs the main job for "
     "that source (unchanged downstream work is then served from caches).",
 )
-def raw_data_sensor(context: dg.SensorEvaluationContext):
-    store = context.resources.data_store
+def raw_data_sensor(context: dg.SensorEvaluationContext, data_store: DataStore):
+    store = data_store
     seen = json.loads(context.cursor) if context.cursor else {}
     now = dict(seen)
     for source in SOURCES:
