@@ -15,11 +15,11 @@ import dagster as dg
 # observable source assets are "beta" in Dagster 1.x; the warning says nothing a user can act on
 warnings.filterwarnings("ignore", category=dg.BetaWarning)
 
-from assets import sources, validated
+from assets import dataset, sources, validated
 from assets.annotations import build_annotations_asset
 from jobs.annotation import raw_data_sensor, reannotate_job, reannotate_schedule
-from jobs.main import main_job, observe_sources_job
-from resources import DataStore, QualityThresholds, SamplingPlan
+from jobs.main import dataset_job, main_job, observe_sources_job
+from resources import DataStore, DatasetSettings, QualityThresholds, SamplingPlan
 from resources.teacher import teacher_from_env
 
 DEPLOYMENT = os.environ.get("LLAVACOT_DEPLOYMENT", "demo")
@@ -39,6 +39,8 @@ def _resources(deployment: str) -> dict:
             "quality": QualityThresholds(max_quarantine_rate=0.5),
             # the real client when OPENAI_API_KEY is set, else the offline template teacher
             "teacher": teacher_from_env(),
+            # small shards and a larger validation share, so the tiny sample shows both splits
+            "dataset": DatasetSettings(validation_fraction=0.1, shard_target_mb=1.0),
         }
     if deployment == "production":
         return {
@@ -49,6 +51,7 @@ def _resources(deployment: str) -> dict:
             "sampling": SamplingPlan(),
             "quality": QualityThresholds(),
             "teacher": teacher_from_env(backend="openai", max_spend_usd=float(os.environ.get("LLAVACOT_MAX_SPEND_USD", "500"))),
+            "dataset": DatasetSettings(),
         }
     raise ValueError(f"LLAVACOT_DEPLOYMENT must be 'demo' or 'production', not {deployment!r}")
 
@@ -57,11 +60,14 @@ RESOURCES = _resources(DEPLOYMENT)
 
 defs = dg.Definitions(
     assets=[
-        *dg.load_assets_from_modules([sources]),
+        sources.source_files,
+        sources.raw_samples,
+        sources.subsample,
         build_annotations_asset(RESOURCES["teacher"].model_label()),
-        *dg.load_assets_from_modules([validated]),
+        validated.validated,
+        dataset.cot_dataset,
     ],
-    jobs=[main_job, observe_sources_job, reannotate_job],
+    jobs=[main_job, dataset_job, observe_sources_job, reannotate_job],
     schedules=[reannotate_schedule],
     sensors=[raw_data_sensor],
     resources=RESOURCES,

@@ -93,29 +93,67 @@ def cmd_run(args) -> int:
             failed.append(source)
         why = "forced" if args.force else why
         print(f"  {source:<11} {status:<6} run {result.run_id[:8]}  {time.monotonic() - t0:5.1f}s  ({why})", flush=True)
-    root = store.root()
-    print(f"\n{'source':<11} {'raw rows':>8} {'quarantined':>11} {'subsample':>9}")
-    for source in partitions:
-        raw_summary = root.child("raw_samples", source)
-        rows = quar = sub = "-"
-        if raw_summary.exists("summary.json"):
-            with raw_summary.open("summary.json", "r") as f:
-                s = json.load(f)
-            rows, quar = s["rows"], sum(s["quarantined"].values())
-        sub_root = root.child("subsample", source)
-        if sub_root.exists("samples.parquet"):
-            import pyarrow.parquet as pq
-
-            with sub_root.open("samples.parquet", "rb") as f:
-                sub = pq.ParquetFile(f).metadata.num_rows
-        print(f"{source:<11} {rows:>8} {quar:>11} {sub:>9}")
-    print(f"\noutputs under {root.uri}/ (raw_samples/<source>/, subsample/<source>/)")
+    if failed:
+        print(f"FAILED partitions: {', '.join(failed)}; the whole-dataset assets wait for them", file=sys.stderr)
+        return 1
+    t0 = time.monotonic()
+    why = "forced" if args.force else stale_reason(instance, defs, "dataset", None, config)
+    if why is None:
+        print(f"  {'dataset':<11} up to date (nothing changed since its last run)", flush=True)
+    else:
+        result = defs.resolve_job_def("dataset").execute_in_process(
+            instance=instance, raise_on_error=False, run_config=QUIET, tags={CONFIG_TAG: config}
+        )
+        print(f"  {'dataset':<11} {'ok' if result.success else 'FAILED':<6} run {result.run_id[:8]}  "
+              f"{time.monotonic() - t0:5.1f}s  ({why})", flush=True)
+        if not result.success:
+            failed.append("dataset")
+    _report(store, partitions)
     print(f"runs recorded in {os.environ['DAGSTER_HOME']}; browse them with: dagster dev  (http://127.0.0.1:3000)")
     print(f"total {time.monotonic() - started:.1f}s")
     if failed:
-        print(f"FAILED partitions: {', '.join(failed)}", file=sys.stderr)
+        print(f"FAILED: {', '.join(failed)}", file=sys.stderr)
         return 1
     return 0
+
+
+def _report(store, partitions) -> None:
+    import json
+
+    import pyarrow.parquet as pq
+
+    root = store.root()
+
+    def rows(rel: str) -> str:
+        r = root.child(*rel.split("/")[:-1])
+        name = rel.split("/")[-1]
+        if not r.exists(name):
+            return "-"
+        with r.open(name, "rb") as f:
+            return str(pq.ParquetFile(f).metadata.num_rows)
+
+    print(f"\n{'source':<11} {'raw rows':>8} {'quarantined':>11} {'subsample':>9} {'turns ok':>9} {'validated':>9}")
+    for source in partitions:
+        raw_summary = root.child("raw_samples", source)
+        quar = "-"
+        if raw_summary.exists("summary.json"):
+            with raw_summary.open("summary.json", "r") as f:
+                quar = str(sum(json.load(f)["quarantined"].values()))
+        ok = "-"
+        ann = root.child("annotations", source)
+        if ann.exists("annotations.parquet"):
+            with ann.open("annotations.parquet", "rb") as f:
+                ok = str(pq.read_table(f, columns=["status"]).column("status").to_pylist().count("ok"))
+        print(f"{source:<11} {rows(f'raw_samples/{source}/samples.parquet'):>8} {quar:>11} "
+              f"{rows(f'subsample/{source}/samples.parquet'):>9} {ok:>9} {rows(f'validated/{source}/samples.parquet'):>9}")
+    ds = root.child("cot_dataset")
+    if ds.exists("manifest.json"):
+        with ds.open("manifest.json", "r") as f:
+            totals = json.load(f)["totals"]
+        splits = ", ".join(f"{k} {v['rows']} rows in {v['files']} shard(s)" for k, v in totals["splits"].items())
+        print(f"\ndataset: {splits}\n  shards   {ds.uri}/data/\n  manifest {ds.uri}/manifest.json\n"
+              f"  LLaVA-CoT JSONL export {ds.uri}/export/")
+    print(f"\nall outputs under {root.uri}/")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -46,6 +46,12 @@ def stale_reason(instance: dg.DagsterInstance, defs: dg.Definitions, job_name: s
         if run is None or run.tags.get(CONFIG_TAG) != config:
             return f"{key.to_user_string()}: resource configuration changed"
         for parent in graph.get(key).parent_keys:
+            if parent not in latest and graph.get(parent).is_materializable:
+                # an upstream outside this job (e.g. every partition of `validated` above the
+                # whole-dataset job): stale if any of it was materialised after this asset
+                newest = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=parent), limit=1).records
+                if newest and newest[0].storage_id > record.storage_id:
+                    return f"{key.to_user_string()}: {parent.to_user_string()} has newer data"
             if parent in latest:
                 # Dagster records which upstream materialisation (its event storage id) each
                 # input came from; for partitioned inputs the recorded data version is a combined

@@ -10,8 +10,17 @@ observe_sources_job = dg.define_asset_job(
     description="Fingerprint every raw source folder (the data versions of source_files).",
 )
 
+PER_SOURCE = ["raw_samples", "subsample", "annotations", "validated"]
+WHOLE_DATASET = ["cot_dataset"]
+
 main_job = dg.define_asset_job(
     "main",
-    selection=dg.AssetSelection.all() - dg.AssetSelection.assets(source_files.key),
-    description="The full asset graph, one source partition per run.",
+    selection=dg.AssetSelection.assets(*PER_SOURCE),
+    description="Every per-source asset, one source partition per run (the first part of the main command).",
+)
+
+dataset_job = dg.define_asset_job(
+    "dataset",
+    selection=dg.AssetSelection.assets(*WHOLE_DATASET),
+    description="The assets over the whole dataset, after every source partition (the second part).",
 )

@@ -1,5 +1,5 @@
 """Dagster resources: chosen per deployment in definitions.py."""
 from resources.data_store import DataStore
-from resources.settings import QualityThresholds, SamplingPlan
+from resources.settings import DatasetSettings, QualityThresholds, SamplingPlan
 
-__all__ = ["DataStore", "QualityThresholds", "SamplingPlan"]
+__all__ = ["DataStore", "DatasetSettings", "QualityThresholds", "SamplingPlan"]

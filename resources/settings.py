@@ -43,3 +43,12 @@ class QualityThresholds(dg.ConfigurableResource):
 
     def limit(self, source: str) -> float:
         return self.max_quarantine_rate_by_source.get(source, self.max_quarantine_rate)
+
+
+class DatasetSettings(dg.ConfigurableResource):
+    """How the dataset is split and sharded."""
+
+    validation_fraction: float = Field(default=0.02, description="Share of samples in the validation split.")
+    seed: int = Field(default=0, description="Seed of the split hash.")
+    shard_target_mb: float = Field(default=256.0, description="Target size of a Parquet shard.")
+    export_jsonl: bool = Field(default=True, description="Also write the LLaVA-CoT-100k JSONL + image folder.")
