@@ -14,6 +14,8 @@ from resources.teacher import Teacher
 
 annotations = build_annotations_asset("offline-template")
 from assets.validated import validated  # noqa: E402
+from assets.dataset import cot_dataset  # noqa: E402
+from resources import DatasetSettings  # noqa: E402
 
 
 def resources(root, **quality):
@@ -22,7 +24,15 @@ def resources(root, **quality):
         "sampling": SamplingPlan(scale=0.001, min_quota=10),
         "quality": QualityThresholds(**{"max_quarantine_rate": 0.5, **quality}),
         "teacher": Teacher(backend="offline", cache_dir=str(root / "teacher-cache")),
+        "dataset": DatasetSettings(validation_fraction=0.1, shard_target_mb=0.5),
     }
+
+
+def materialize_dataset(root, instance):
+    return dg.materialize(
+        [source_files, raw_samples, subsample, annotations, validated, cot_dataset], selection=[cot_dataset],
+        instance=instance, resources=resources(root), raise_on_error=False,
+    )
 
 
 def materialize(root, instance, partition, **quality):
@@ -47,7 +57,11 @@ def graph(tmp_path_factory):
     root = tmp_path_factory.mktemp("data")
     with dg.instance_for_test() as instance:
         first = {p: materialize(root, instance, p) for p in SOURCES}
+        first["dataset"] = materialize_dataset(root, instance)
+        shards = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in (root / "cot_dataset" / "data").iterdir()}
         second = {p: materialize(root, instance, p) for p in SOURCES}
+        second["dataset"] = materialize_dataset(root, instance)
+        second["shards_before"] = shards
         yield root, instance, first, second
 
 
@@ -201,3 +215,29 @@ def test_a_low_validity_rate_blocks_the_partition(graph, tmp_path):
     assert not check.passed and check.metadata["rate"].value < 0.9
     rejects = pq.read_table(copy / "validated" / "ai2d" / "rejects.parquet").to_pylist()
     assert {r["reason"] for r in rejects} == {"format_no_tags"} and len(rejects) == len(rows) // 2
+
+
+def test_the_dataset_merges_every_source_and_a_rerun_rewrites_no_shard(graph):
+    from pipeline.shards import verify_manifest
+    from pipeline.storage import Root
+
+    root, _, first, second = graph
+    assert first["dataset"].success
+    meta = materialization(first["dataset"], "cot_dataset").metadata
+    validated_rows = sum(materialization(first[p], "validated").metadata["samples_out"].value for p in SOURCES)
+    rejected = sum(r.data["samples"] for r in meta["rejects_by_reason"].value.records)
+    assert meta["rows_train"].value + meta["rows_validation"].value + rejected == validated_rows
+    assert meta["rows_validation"].value > 0
+    assert {r.data["source"] for r in meta["rows_by_source"].value.records} == set(SOURCES)
+    assert meta["teacher_models"].value == "offline-template"
+    assert meta["stage_lengths"].value.startswith("![stage lengths](data:image/png;base64,")
+    assert verify_manifest(Root(str(root / "cot_dataset"))) == []
+    assert all(e.passed for e in first["dataset"].get_asset_check_evaluations())
+    # second run: same data version, byte-identical shards left untouched (same mtime)
+    again = materialization(second["dataset"], "cot_dataset")
+    assert again.tags["dagster/data_version"] == materialization(first["dataset"], "cot_dataset").tags["dagster/data_version"]
+    assert again.metadata["shards_rewritten"].value == 0
+    after = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in (root / "cot_dataset" / "data").iterdir()}
+    assert after == second["shards_before"]
+    jsonl = (root / "cot_dataset" / "export" / "train.jsonl").read_text().splitlines()
+    assert len(jsonl) == meta["rows_train"].value
