@@ -3,14 +3,21 @@ from __future__ import annotations
 
 import io
 
-import matplotlib
 
-matplotlib.use("Agg")  # no display on servers
-import matplotlib.pyplot as plt  # noqa: E402
+def _pyplot():
+    # imported on first use: matplotlib costs half a second at start-up, which every command
+    # that loads the definitions would pay
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on servers
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def stage_lengths_png(stage_chars: dict[str, list[int]]) -> bytes:
     """Histograms of the character length of each stage, one panel per stage."""
+    plt = _pyplot()
     stages = list(stage_chars)
     fig, axes = plt.subplots(1, len(stages), figsize=(3.2 * len(stages), 2.6), dpi=100)
     for ax, name in zip(axes, stages):

@@ -4,4 +4,5 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # shellcheck disable=SC1091
 . scripts/setup.sh
+unset PYTHONDONTWRITEBYTECODE  # let Python cache compiled modules: start-up is most of a no-op run
 exec llavacot run "$@"

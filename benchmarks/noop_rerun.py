@@ -1,0 +1,54 @@
+"""The main command twice on a fresh data root: the second run, with nothing changed, must make no
+teacher call, rewrite no shard, and take at most a tenth of the first run's time.
+
+    python benchmarks/noop_rerun.py
+"""
+import hashlib
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def digest_tree(folder: Path) -> dict[str, tuple[str, int]]:
+    return {str(p.relative_to(folder)): (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def main() -> int:
+    with tempfile.TemporaryDirectory() as tmp:
+        env = dict(os.environ, LLAVACOT_DATA_ROOT=f"{tmp}/data", DAGSTER_HOME=f"{tmp}/home")
+        env.pop("OPENAI_API_KEY", None)
+        cmd = [sys.executable, "-m", "jobs.cli", "run"]
+        t0 = time.perf_counter()
+        first = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        t1 = time.perf_counter() - t0
+        if first.returncode:
+            print(first.stdout[-3000:], first.stderr[-3000:])
+            return 1
+        shards = Path(tmp) / "data" / "cot_dataset"
+        before = digest_tree(shards)
+        requests = Path(tmp) / "data" / "teacher" / "requests.sqlite"
+        t0 = time.perf_counter()
+        second = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        t2 = time.perf_counter() - t0
+        if second.returncode:
+            print(second.stdout[-3000:], second.stderr[-3000:])
+            return 1
+        after = digest_tree(shards)
+        import sqlite3
+
+        with sqlite3.connect(requests) as db:
+            ledger_rows = db.execute("SELECT COUNT(*) FROM ledger").fetchone()[0]
+        ran = [line for line in second.stdout.splitlines() if " ok " in line and " run " in line]
+        print(f"first run  {t1:6.1f} s")
+        print(f"second run {t2:6.1f} s   ratio {t2 / t1:.3f}  (goal <= 0.100)")
+        print(f"second run launched {len(ran)} Dagster runs; dataset files unchanged (bytes and mtimes): {before == after}")
+        print(f"teacher requests answered over both runs: {ledger_rows} (all in the first)")
+        return 0 if (t2 / t1 <= 0.1 and before == after and not ran) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
