@@ -100,7 +100,9 @@ def cmd_run(args) -> int:
         return 1
     t0 = time.monotonic()
     why = "forced" if args.force else stale_reason(instance, defs, "dataset", None, config)
-    if why is None:
+    if args.partition:
+        print(f"  {'dataset':<11} not built: it needs every source (run without --partition)", flush=True)
+    elif why is None:
         print(f"  {'dataset':<11} up to date (nothing changed since its last run)", flush=True)
     else:
         result = defs.resolve_job_def("dataset").execute_in_process(
