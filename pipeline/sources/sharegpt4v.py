@@ -33,6 +33,14 @@ def annotation_files(root: Root) -> list[str]:
     return found
 
 
+def is_clean_path(value: str) -> bool:
+    """True when `clean_image_path` would return `value` unchanged (the common case, checked fast)."""
+    return (
+        bool(value) and value[0] != "/" and value[-1] not in "/." and "//" not in value
+        and "./" not in value and "\\" not in value and value != "."
+    )
+
+
 def clean_image_path(value: str) -> str:
     """Posix, relative, normalised: `./coco/x.jpg` and `/coco/x.jpg` both become `coco/x.jpg`."""
     rel = posixpath.normpath(value.replace("\\", "/")).lstrip("/")
@@ -54,34 +62,36 @@ class ShareGPT4VReader(Reader):
     def _read_file(self, root: Root, rel: str, stem: str) -> Iterator[Item]:
         reject = self.reject
         name = self.name
+        prefix = stem + "/"
         for index, record in enumerate(iter_json_array(root, rel)):
-            where = f"{rel}[{index}]"
             if type(record) is not dict:
-                yield reject(None, "malformed_record", f"record is a {type(record).__name__}, not an object", where, record)
+                yield reject(None, "malformed_record", f"record is a {type(record).__name__}, not an object",
+                             f"{rel}[{index}]", record)
                 continue
             rid = record.get("id")
-            if type(rid) is int:
-                rid = str(rid)
-            elif type(rid) is not str or not rid:
-                yield reject(None, "malformed_record", "record has no usable 'id' (a non-empty string)", where, record)
-                continue
-            native_id = f"{stem}/{rid}"
+            if type(rid) is not str or not rid:
+                if type(rid) is int:
+                    rid = str(rid)
+                else:
+                    yield reject(None, "malformed_record", "record has no usable 'id' (a non-empty string)",
+                                 f"{rel}[{index}]", record)
+                    continue
+            native_id = prefix + rid
             problem = None
             image = record.get("image")
             if image is not None:
-                if type(image) is str:
-                    image = clean_image_path(image) or None
-                else:
+                if type(image) is not str:
                     problem = f"'image' is a {type(image).__name__}, not a string"
+                elif not is_clean_path(image):
+                    image = clean_image_path(image) or None
             turns = record.get("conversations")
             if problem is None:
                 problem = check_turns(turns)
             if problem is not None:
-                yield reject(native_id, "malformed_record", problem, where, record)
+                yield reject(native_id, "malformed_record", problem, f"{rel}[{index}]", record)
                 continue
-            first = turns[0]
-            question = first["value"].replace(IMAGE_TOKEN, "").strip()
-            conversations = [{"from": "human", "value": f"{IMAGE_TOKEN}\n{question}"}]
+            question = turns[0]["value"].replace(IMAGE_TOKEN, "").strip()
+            conversations = [{"from": "human", "value": "<image>\n" + question}]
             conversations += turns[1:]
             yield Sample(
                 name,
@@ -91,7 +101,7 @@ class ShareGPT4VReader(Reader):
                 question,
                 turns[1]["value"].strip(),
                 conversations,
-                meta={"file": stem, "native_id": rid, "turns": len(turns) // 2},
+                meta={"file": stem, "native_id": rid, "turns": len(turns) >> 1},
             )
 
 
@@ -101,6 +111,21 @@ def check_turns(turns) -> str | None:
     the first question and answer are checked centrally)."""
     if type(turns) is not list:
         return "'conversations' is missing or not a list"
+    n = len(turns)
+    if n >= 2 and not n & 1:  # the common shape: check it in one pass, explain only on failure
+        i = 0
+        for turn in turns:
+            if type(turn) is not dict or turn.get("from") != ROLES[i & 1] or type(turn.get("value")) is not str:
+                break
+            if i >= 2 and not turn["value"].strip():
+                break
+            i += 1
+        else:
+            return None
+    return explain_turns(turns)
+
+
+def explain_turns(turns: list) -> str:
     n = len(turns)
     if n < 2:
         return "conversation has no gpt turn" if n == 1 else "conversation is empty"
@@ -114,6 +139,4 @@ def check_turns(turns) -> str | None:
             return f"turn {i} is from {turn.get('from')!r}, expected {ROLES[i & 1]!r} (turns must alternate human/gpt)"
         if i >= 2 and not value.strip():
             return f"turn {i} is empty"
-    if n & 1:
-        return "the last human turn has no gpt answer"
-    return None
+    return "the last human turn has no gpt answer"
