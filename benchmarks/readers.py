@@ -147,6 +147,7 @@ def child(src: str, out: str, profile: bool) -> None:
     import pipeline.sources.sharegpt4v  # noqa: F401
 
     baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    ru0 = resource.getrusage(resource.RUSAGE_SELF)
     t0 = time.perf_counter()
     if profile:
         import cProfile
@@ -159,9 +160,11 @@ def child(src: str, out: str, profile: bool) -> None:
     else:
         summary = ingest_source("sharegpt4v", Root(src), Root(out))
     seconds = time.perf_counter() - t0
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    ru1 = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
+    peak = ru1.ru_maxrss * 1024
     print(json.dumps({
-        "rows": summary.rows, "quarantined": summary.quarantined, "seconds": seconds,
+        "rows": summary.rows, "quarantined": summary.quarantined, "seconds": seconds, "cpu_seconds": cpu,
         "baseline_rss": baseline, "peak_rss": peak, "images_checked": summary.images_checked,
     }))
 
@@ -175,6 +178,7 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=500_000)
     ap.add_argument("--images", type=int, default=1000)
     ap.add_argument("--out", default=str(HERE / "out" / "readers"))
+    ap.add_argument("--repeat", type=int, default=3, help="ingest runs (fresh processes); the best is reported")
     ap.add_argument("--profile", action="store_true", help="cProfile the ingest (slower; figures not comparable)")
     ap.add_argument("--readme", action="store_true", help="write the figures into benchmarks/README.md")
     ap.add_argument("--child", nargs=2, metavar=("SRC", "OUT"), help=argparse.SUPPRESS)
@@ -189,19 +193,27 @@ def main() -> None:
     json_path = generate(src, args.rows, args.images)
     gen_s = time.perf_counter() - t0
     json_bytes = json_path.stat().st_size
-    print(f"source: {args.rows:,} records, {args.images:,} images, JSON {mb(json_bytes)} (ready in {gen_s:.1f} s)")
+    print(f"source: {args.rows:,} records, {args.images:,} images, JSON {mb(json_bytes)} "
+          f"({json_bytes / args.rows:,.0f} bytes a record; ready in {gen_s:.1f} s)")
 
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", str(src), str(out)]
     if args.profile:
         cmd.append("--profile")
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=str(REPO))
-    if proc.returncode != 0:
-        sys.stderr.write(proc.stderr)
-        raise SystemExit(f"ingest child failed with exit code {proc.returncode}")
-    if args.profile:
-        sys.stderr.write(proc.stderr)
-    res = json.loads(proc.stdout.strip().splitlines()[-1])
+    load = os.getloadavg()[0]
+    runs = []
+    for _ in range(1 if args.profile else args.repeat):
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=str(REPO))
+        if proc.returncode != 0:
+            sys.stderr.write(proc.stderr)
+            raise SystemExit(f"ingest child failed with exit code {proc.returncode}")
+        if args.profile:
+            sys.stderr.write(proc.stderr)
+        runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    # each run is a fresh interpreter; the fastest is the least disturbed by other load on the machine
+    res = min(runs, key=lambda r: r["seconds"])
+    res["peak_rss"] = max(r["peak_rss"] for r in runs)
     children_peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+    all_s = sorted(r["seconds"] for r in runs)
 
     import pyarrow.parquet as pq
 
@@ -218,9 +230,10 @@ def main() -> None:
     ok_mem = ratio < GOAL_PEAK_RATIO
     lines = [
         f"rows ingested        {res['rows']:,} (quarantined: {res['quarantined'] or 'none'}; images checked: {res['images_checked']:,})",
-        f"time                 {res['seconds']:.2f} s",
+        f"time                 {res['seconds']:.2f} s (best of {len(runs)} runs; all: {', '.join(f'{x:.2f}' for x in all_s)} s)",
         f"throughput           {rows_s:,.0f} rows/s   goal >= {GOAL_ROWS_PER_S:,}   ratio {rows_s / GOAL_ROWS_PER_S:.2f}x  [{'met' if ok_speed else 'NOT met'}]",
-        f"JSON read            {mb(json_bytes)} at {json_bytes / 2**20 / res['seconds']:,.0f} MB/s",
+        f"CPU time             {res['cpu_seconds']:.2f} s in that run, all threads ({res['cpu_seconds'] / res['seconds']:.2f} cores busy on average); load average before the runs: {load:.2f}",
+        f"JSON read            {mb(json_bytes)} ({json_bytes / args.rows:,.0f} bytes a record) at {json_bytes / 2**20 / res['seconds']:,.0f} MB/s",
         f"peak RSS (child)     {mb(peak)}   (interpreter + imports alone: {mb(res['baseline_rss'])})",
         f"output table         {mb(out_bytes)} in memory (Table.nbytes); {mb(parquet_bytes)} as Parquet",
         f"peak / output        {ratio:.2f}   goal < {GOAL_PEAK_RATIO:g}  [{'met' if ok_mem else 'NOT met'}]   (net of imports: {ratio_net:.2f})",
@@ -232,13 +245,20 @@ def main() -> None:
         command = "python benchmarks/readers.py --readme"
         if args.rows != 500_000 or args.images != 1000:
             command += f" --rows {args.rows} --images {args.images}"
+        if args.repeat != 3:
+            command += f" --repeat {args.repeat}"
         machine = f"{os.cpu_count()} CPUs, Python {platform.python_version()}, {platform.machine()}"
         write_readme_section(
             "readers",
             "ShareGPT4V reader + central ingest (`pipeline.ingest.ingest_source`) on a generated "
             f"LLaVA-format JSON: {args.rows:,} records (1-3 rounds), {args.images:,} real JPEG files.\n\n"
             f"Command (from the repository root, venv active): `{command}`\n\n"
-            f"Latest run ({time.strftime('%Y-%m-%d')}, {machine}):\n\n```\n" + "\n".join(lines) + "\n```\n",
+            f"Latest run ({time.strftime('%Y-%m-%d')}, {machine}):\n\n```\n" + "\n".join(lines) + "\n```\n\n"
+            "What bounds it: the reader path runs in one interpreter thread (ijson's C parser building "
+            "Python objects, the reader's per-record checks, the conversion of Python rows to Arrow); "
+            "Parquet compression and the content hash run on a background thread that needs no GIL. "
+            "The machine is shared, so the best of several fresh-process runs is reported; "
+            "`--profile` prints a cProfile of one run.\n",
         )
 
 
