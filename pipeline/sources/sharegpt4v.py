@@ -16,7 +16,7 @@ import posixpath
 from typing import Iterator
 
 from pipeline.sources import register
-from pipeline.sources.base import Item, Reader, Sample, guarded, iter_json_array
+from pipeline.sources.base import Item, Reader, Sample, SourceLayoutError, guarded, iter_json_array
 from pipeline.storage import Root
 
 IMAGE_TOKEN = "<image>"
@@ -53,6 +53,13 @@ class ShareGPT4VReader(Reader):
     description = "ShareGPT4V captions and LLaVA-format multi-turn conversations (GPT-4V)"
     required = (("sharegpt4v/*.json", "*.json"),)
     skipped_splits = {}
+
+    def check_layout(self, root: Root) -> None:
+        super().check_layout(root)
+        if not annotation_files(root):  # only hidden files (e.g. the demo marker) matched
+            raise SourceLayoutError(
+                f"{self.name}: not the expected layout under {root.uri!r}: missing 'sharegpt4v/*.json' or '*.json'"
+            )
 
     def read(self, root: Root) -> Iterator[Item]:
         for rel in annotation_files(root):

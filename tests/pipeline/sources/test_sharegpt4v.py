@@ -177,6 +177,8 @@ def test_text_only_records_are_read_then_quarantined_as_no_image(tmp_path):
 def test_hidden_files_are_not_annotation_files(tmp_path):
     (tmp_path / "src").mkdir()
     (tmp_path / "src" / ".demo.json").write_text(json.dumps({"demo_version": "1", "planted": []}))
+    with pytest.raises(SourceLayoutError, match="sharegpt4v/\\*.json"):  # the marker alone is no layout
+        get_reader(SOURCE).check_layout(Root(str(tmp_path / "src")))
     items = _read(tmp_path, "a.json", [])
     assert items == []
 
