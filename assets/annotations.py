@@ -8,6 +8,7 @@ from assets.partitions import source_partitions
 from assets.sources import subsample
 from pipeline.annotate.partition import ANNOTATE_VERSION, POLICIES, annotate_partition, progress_line
 from pipeline.annotate.prompts import PROMPT_VERSION
+from pipeline.sources import get_reader
 from resources import DataStore
 from resources.teacher import Teacher
 
@@ -52,8 +53,10 @@ def build_annotations_asset(teacher_model_label: str):
         def on_progress(stats, total):
             context.log.info(f"{source}: " + progress_line(stats, total))
 
+        reader = get_reader(source)
         annotator, cleanup = teacher.build(folder, load_image, on_progress=on_progress, run_id=context.run_id,
-                                           log=context.log.info)
+                                           log=context.log.info,
+                                           prepare_image=lambda data, turn: reader.prepare_image(data, turn.meta))
         try:
             s = annotate_partition(
                 source, data_store.step("subsample", source).path("samples.parquet"), source_root, out,

@@ -18,6 +18,7 @@ from PIL import Image, UnidentifiedImageError
 
 from pipeline import schema
 from pipeline.agreement import normalise
+from pipeline.sources import get_reader
 from pipeline.shards import ShardWriter, export_llava_jsonl, write_manifest
 from pipeline.stages import STAGES, parse
 from pipeline.storage import Root
@@ -70,7 +71,7 @@ def assemble(inputs: list[SourceInput], out: Root, fs, *, validation_fraction: f
     writers = {s: ShardWriter(out, f"data/{s}", target_bytes, split=s) for s in SPLITS}
     rejects = TableSink(out, "rejects.parquet", schema.REJECT)
     seen: dict[str, str] = {}  # duplicate key -> id kept
-    image_hash: dict[tuple[str, str], str] = {}
+    image_hash: dict[tuple, str] = {}
     reasons: dict[str, int] = {}
     by_source: dict[str, dict[str, int]] = {}
     chars: dict[str, list[int]] = {s: [] for s in STAGES}
@@ -82,6 +83,7 @@ def assemble(inputs: list[SourceInput], out: Root, fs, *, validation_fraction: f
 
     try:
         for inp in inputs:
+            reader = get_reader(inp.source)
             with fs.open(inp.validated_path, "rb") as f:
                 for batch in pq.ParquetFile(f).iter_batches(batch_size=1_000):
                     for row in batch.to_pylist():
@@ -89,7 +91,12 @@ def assemble(inputs: list[SourceInput], out: Root, fs, *, validation_fraction: f
                         if data is None:
                             reject(row, "image_unreadable", problem)
                             continue
-                        key_img = (inp.source, row["image_path"])
+                        prepared = reader.prepare_image(data, json.loads(row["meta"] or "{}"))
+                        if prepared is not data:  # e.g. AI2D letters drawn for this question
+                            data = prepared
+                            key_img = (inp.source, row["image_path"], hashlib.sha256(data).hexdigest())
+                        else:
+                            key_img = (inp.source, row["image_path"])
                         if key_img not in image_hash:
                             image_hash[key_img] = hashlib.sha256(data).hexdigest()
                         key = image_hash[key_img] + "\0" + normalise(row["question"])

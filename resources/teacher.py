@@ -62,7 +62,7 @@ class Teacher(dg.ConfigurableResource):
             max_spend_usd=self.max_spend_usd,
         )
 
-    def build(self, folder: Path, load_image, on_progress=None, run_id=None, log=print):
+    def build(self, folder: Path, load_image, on_progress=None, run_id=None, log=print, prepare_image=None):
         """(annotator, cleanup) for one run."""
         if self.mode not in ("online", "batch"):
             raise ValueError(f"teacher mode must be online or batch, not {self.mode!r}")
@@ -83,7 +83,8 @@ class Teacher(dg.ConfigurableResource):
                 transport = BatchTransport(backend.client, cache, prices, self.batch_poll_interval_s, log=log)
             prices.cost(self.model, 0, 0)  # an unknown price fails now, before anything is sent
         annotator = Annotator(backend, cache, self.settings(), load_image=load_image, limiter=limiter,
-                              prices=prices, on_progress=on_progress, run_id=run_id, transport=transport)
+                              prices=prices, on_progress=on_progress, run_id=run_id, transport=transport,
+                              prepare_image=prepare_image)
 
         def cleanup():
             cache.close()

@@ -60,6 +60,7 @@ class Turn:
     hints: list[str]
     image_path: str | None
     context: str = ""
+    meta: dict = field(default_factory=dict)  # the sample's meta (e.g. marks to draw on the image)
 
     @property
     def has_image(self) -> bool:
@@ -87,6 +88,7 @@ def turns_of(row: dict) -> list[Turn]:
             sample_id=row["id"], source=row["source"], turn_index=k, question=question, answer=answer,
             options=list(row["options"] or []) if first else [], hints=list(row["hints"] or []) if first else [],
             image_path=row["image_path"], context="\n".join(context_lines),
+            meta=json.loads(row["meta"]) if row.get("meta") else {},
         ))
         context_lines += [f"User: {question}", f"Assistant: {answer}"]
         k += 1
@@ -135,6 +137,7 @@ class Annotator:
         on_progress: Callable[[RunStats, int], None] | None = None,
         run_id: str | None = None,
         transport=None,
+        prepare_image: Callable[[bytes, "Turn"], bytes] | None = None,
     ) -> None:
         self.backend = backend
         self.cache = cache
@@ -151,10 +154,12 @@ class Annotator:
         self.on_progress = on_progress
         self.run_id = run_id
         self.transport = transport  # a batch transport replaces direct calls (pipeline.annotate.batch)
+        self.prepare_image = prepare_image  # the source's own rendering (sources.Reader.prepare_image)
         self.stats = RunStats()
         self._reserved = 0.0
         self._sem = asyncio.Semaphore(settings.max_concurrency)
         self._rng = random.Random(0)
+        self._429_streak = 0  # 429s since the last usable answer
         self.model_label = getattr(backend, "model_label", None) or settings.model
 
     # -- money -----------------------------------------------------------------------------
@@ -241,18 +246,42 @@ class Annotator:
             try:
                 async with self._sem:
                     self.stats.calls += 1
-                    return check_completion(await self.backend.chat(model, messages, params, turn))
+                    body = check_completion(await self.backend.chat(model, messages, params, turn))
+                self._429_streak = 0
+                return body
             except TransientError as exc:
                 self.stats.faults[exc.kind] += 1
                 last = f"{exc.kind}: {exc}"
+                if exc.kind == "rate_limit":
+                    self._429_streak += 1
                 if exc.retry_after is not None:
                     wait = exc.retry_after
-                    if exc.kind == "rate_limit" and self.limiter is not None:
+                    if exc.kind == "rate_limit" and self.limiter is not None and self._pause_everyone(exc, budget_tokens):
                         self.limiter.pause(wait)
                 else:  # full jitter: spreads retries so they do not arrive together
                     wait = self._rng.uniform(0, min(self.s.backoff_cap_s, self.s.backoff_base_s * 2 ** attempt))
                 await asyncio.sleep(wait)
         raise RequestRejected(f"gave up after {self.s.max_call_retries + 1} tries; last: {last}")
+
+    def _pause_everyone(self, exc: TransientError, budget_tokens: int) -> bool:
+        """Whether a 429 holds every request (in every process sharing the budget) for its
+        Retry-After, or only the request that got it.
+
+        The shared pause is for a spent account budget: then every request would be refused, and
+        sending them only burns more of it. When the 429's own rate-limit headers say requests and
+        tokens remain for a request this size, the refusal is not about our budget (a burst, a
+        momentary overload): the other requests are likely to pass, and pausing them all would turn
+        each such 429 into a stall of the whole run (at 4 % 429s and ~120 requests a second, the run
+        would be paused most of the time). So that request alone waits its Retry-After; everyone
+        pauses when the headers are missing (we cannot tell), when they show the budget spent, or
+        when 429s keep coming with no answer in between (the server is refusing whatever its
+        headers say)."""
+        requests_left, tokens_left = exc.remaining
+        if requests_left is None or tokens_left is None:
+            return True
+        if requests_left < 1 or tokens_left < budget_tokens:
+            return True
+        return self._429_streak >= 5
 
     # -- one turn --------------------------------------------------------------------------
 
@@ -274,7 +303,10 @@ class Annotator:
         }
         if turn.image_path and self.load_image is not None:
             try:
-                image_url = data_url(self.load_image(turn.image_path), turn.image_path)
+                data = self.load_image(turn.image_path)
+                if self.prepare_image is not None:
+                    data = self.prepare_image(data, turn)
+                image_url = data_url(data, turn.image_path)
             except OSError as exc:
                 row["reason"] = f"image {turn.image_path!r} could not be read: {exc}"
                 return row

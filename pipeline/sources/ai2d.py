@@ -94,6 +94,11 @@ class AI2DReader(Reader):
             return {}
         return {str(k): v for k, v in data.items() if isinstance(v, str)}
 
+    def prepare_image(self, data: bytes, meta: dict) -> bytes:
+        if meta.get("abcLabel") and meta.get("abc_boxes"):
+            return draw_letter_boxes(data, meta["abc_boxes"])
+        return data
+
     def _abc_boxes(self, root: Root, image_name: str) -> list[dict] | None:
         """The letter boxes loaders draw for abcLabel questions, from annotations/<image>.json."""
         rel = f"{ANNOTATIONS_DIR}/{image_name}.json"
@@ -226,3 +231,29 @@ class AI2DReader(Reader):
             if i == correct:
                 answer_index = position[value]
         return options, answer_index
+
+
+def draw_letter_boxes(data: bytes, boxes: list[dict]) -> bytes:
+    """Cover each text box with a white rectangle holding its replacement letter, as AI2D's loaders
+    do for `abcLabel` questions (the released images show the original words, not the letters)."""
+    import io
+
+    from PIL import Image, ImageDraw, ImageFont
+
+    with Image.open(io.BytesIO(data)) as im:
+        im = im.convert("RGB")
+    draw = ImageDraw.Draw(im)
+    for box in boxes:
+        try:
+            (x1, y1), (x2, y2) = box["rectangle"]
+        except (KeyError, TypeError, ValueError):
+            continue
+        x1, x2 = sorted((int(x1), int(x2)))
+        y1, y2 = sorted((int(y1), int(y2)))
+        draw.rectangle([x1, y1, x2, y2], fill=(255, 255, 255), outline=(0, 0, 0))
+        size = max(8, min(x2 - x1, y2 - y1) - 2)
+        font = ImageFont.load_default(size=size)
+        draw.text(((x1 + x2) / 2, (y1 + y2) / 2), str(box.get("letter", "")), fill=(0, 0, 0), font=font, anchor="mm")
+    out = io.BytesIO()
+    im.save(out, format="PNG")
+    return out.getvalue()

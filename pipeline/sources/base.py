@@ -87,6 +87,12 @@ class Reader:
     def read(self, root: Root) -> Iterator[Item]:
         raise NotImplementedError
 
+    def prepare_image(self, data: bytes, meta: dict) -> bytes:
+        """The image as the teacher and the model must see it. Most sources show the file as it
+        is; a source whose questions refer to marks drawn by its loaders (AI2D's letter boxes)
+        draws them here. Called by annotation and by dataset assembly alike."""
+        return data
+
     # helpers shared by readers -------------------------------------------------------------
 
     def reject(self, native_id, reason: str, detail: str, location: str, record=None) -> Reject:

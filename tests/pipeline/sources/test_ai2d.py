@@ -187,3 +187,26 @@ def test_question_for_missing_image_is_quarantined_centrally(tmp_path):
     assert summary.rows == 0
     rejects = pq.read_table(out.path("quarantine.parquet")).to_pylist()
     assert [(r["native_id"], r["reason"]) for r in rejects] == [("7.png-0", "missing_image")]
+
+
+def test_letter_questions_are_shown_with_their_letters_drawn():
+    import io
+
+    from PIL import Image
+
+    from pipeline.sources import get_reader
+    from pipeline.sources.ai2d import draw_letter_boxes
+
+    buf = io.BytesIO()
+    Image.new("RGB", (120, 80), (0, 90, 0)).save(buf, format="PNG")
+    boxes = [{"id": "T0", "rectangle": [[10, 10], [50, 40]], "letter": "A", "value": "leaf"}]
+    reader = get_reader("ai2d")
+    plain = buf.getvalue()
+    assert reader.prepare_image(plain, {"abcLabel": False, "abc_boxes": boxes}) is plain
+    drawn = reader.prepare_image(plain, {"abcLabel": True, "abc_boxes": boxes})
+    assert drawn == draw_letter_boxes(plain, boxes)
+    im = Image.open(io.BytesIO(drawn)).convert("RGB")
+    assert im.getpixel((12, 12)) == (255, 255, 255)  # the box is covered
+    assert im.getpixel((100, 70)) == (0, 90, 0)  # the rest is untouched
+    inside = [im.getpixel((x, y)) for x in range(12, 49) for y in range(12, 39)]
+    assert (0, 0, 0) in inside  # the letter is drawn
