@@ -52,8 +52,11 @@ class Root:
 
     def glob(self, pattern: str) -> list[str]:
         """Relative paths matching `pattern` (relative to this root), sorted."""
-        hits = self.fs.glob(self.path(pattern))
-        return sorted(self.relative(h) for h in hits)
+        hits = [self.relative(h) for h in self.fs.glob(self.path(pattern))]
+        if not posixpath.basename(pattern).startswith("."):
+            # hidden files (our own markers, temporary shards) never match a plain pattern
+            hits = [h for h in hits if not posixpath.basename(h).startswith(".")]
+        return sorted(hits)
 
     def relative(self, full: str) -> str:
         full = full.rstrip("/")
