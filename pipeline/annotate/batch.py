@@ -3,7 +3,10 @@
 Turn coroutines call `submit(...)` exactly as they would call the API; requests are gathered for a
 moment, written as JSONL files split at the API's limits (50,000 requests, 200 MB), uploaded and
 submitted. Batch ids are stored in the request cache's database before polling starts, so a
-restarted run resumes polling instead of paying again. Every answered line goes into the cache the
+restarted run resumes polling instead of paying again; the uploaded file's id is stored before the
+batch is even asked for, so a run stopped between the API creating a batch and our recording it
+finds that batch by its file on restart (or after a create call that failed without saying
+whether the batch exists) rather than buying it twice. Every answered line goes into the cache the
 moment its output file is read; failed lines and the unfinished lines of an expired batch are
 resubmitted (the finished ones are kept).
 """
@@ -13,7 +16,7 @@ import asyncio
 import json
 
 from pipeline.annotate.backends import RequestRejected, TransientError, check_completion
-from pipeline.annotate.cache import RequestCache
+from pipeline.annotate.cache import CREATING, RequestCache
 from pipeline.annotate.pricing import PriceTable
 
 MAX_REQUESTS = 50_000
@@ -93,6 +96,11 @@ class BatchTransport:
                 self._inflight[k] = batch_id
                 self._models.setdefault(k, model)
             self._spawn(self._poll(batch_id, [k for k, _ in pairs]))
+        for file_id, pairs, since in self.cache.creating_batches():  # stopped while creating one
+            for k, model in pairs:
+                self._inflight[k] = CREATING + file_id
+                self._models.setdefault(k, model)
+            self._spawn(self._recover(file_id, [tuple(p) for p in pairs], since))
         self._flusher = asyncio.create_task(self._flush_loop())
 
     def _spawn(self, coro) -> None:
@@ -121,15 +129,68 @@ class BatchTransport:
     async def _create(self, chunk: list[tuple[str, bytes]]) -> None:
         data = b"".join(line for _, line in chunk)
         f = await self.client.files.create(file=("requests.jsonl", data), purpose="batch")
-        batch = await self.client.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions",
-                                                 completion_window=self.completion_window)
         keys = [k for k, _ in chunk]
-        self.cache.add_batch(batch.id, f.id, [(k, self._models[k]) for k in keys])  # before polling
+        pairs = [(k, self._models[k]) for k in keys]
+        self.cache.begin_batch(f.id, pairs)  # before the create: a crash after it can find the batch
+        for k in keys:
+            self._inflight[k] = CREATING + f.id
+        try:
+            batch = await self.client.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions",
+                                                     completion_window=self.completion_window)
+        except Exception as exc:
+            status = getattr(exc, "status_code", None)
+            if status is not None and 400 <= status < 500 and status not in (408, 409, 429):
+                self.cache.drop_batch(CREATING + f.id)  # refused outright: no batch exists
+                for k in keys:
+                    self._inflight.pop(k, None)
+                raise
+            # a timeout, a dropped connection, a 5xx: the batch may exist all the same
+            self.log(f"creating a batch from {f.id} failed ({type(exc).__name__}); looking for it before resending")
+            self._spawn(self._recover(f.id, pairs, None))
+            return
+        self.cache.add_batch(batch.id, f.id, pairs)  # before polling
         self.batches_submitted += 1
         for k in keys:
             self._inflight[k] = batch.id
         self.log(f"batch {batch.id}: {len(keys)} requests, {len(data)} bytes submitted")
         self._spawn(self._poll(batch.id, keys))
+
+    async def _recover(self, file_id: str, pairs: list[tuple[str, str]], since: float | None) -> None:
+        """A batch was being created from `file_id` when the run stopped (or the create call failed
+        without an answer): poll it if the API has it, else send its requests again."""
+        keys = [k for k, _ in pairs]
+        try:
+            found = await self._find_batch(file_id, since)
+        except Exception as exc:  # cannot tell: keep the record for the next run, send nothing twice
+            for k in keys:
+                self._inflight.pop(k, None)
+                self._fail(k, RequestRejected(f"could not check whether a batch was created from {file_id}: "
+                                              f"{type(exc).__name__}: {exc}"))
+            return
+        if found is not None:
+            self.cache.add_batch(found, file_id, pairs)
+            self.resumed_batches += 1
+            for k in keys:
+                self._inflight[k] = found
+            self.log(f"batch {found} (from {file_id}) found: polling it")
+            await self._poll(found, keys)
+            return
+        self.cache.drop_batch(CREATING + file_id)
+        for k in keys:
+            self._inflight.pop(k, None)
+            if k in self._futures:
+                self._retry(k, f"no batch was created from {file_id}")
+
+    async def _find_batch(self, file_id: str, since: float | None, limit: int = 2000) -> str | None:
+        """The id of the batch created from `file_id`, looking back from the newest batch."""
+        seen = 0
+        async for b in self.client.batches.list(limit=100):
+            if b.input_file_id == file_id:
+                return b.id
+            seen += 1
+            if seen >= limit or (since is not None and b.created_at < since - 3600):
+                break
+        return None
 
     async def _poll(self, batch_id: str, keys: list[str]) -> None:
         try:
@@ -169,7 +230,7 @@ class BatchTransport:
         errors: dict[str, str] = {}
         if batch.error_file_id:
             for line in await self._lines(batch.error_file_id):
-                err = line.get("error") or (line.get("response") or {}).get("body", {}).get("error") or {}
+                err = line.get("error") or ((line.get("response") or {}).get("body") or {}).get("error") or {}
                 if line.get("custom_id"):
                     errors[line["custom_id"]] = str(err.get("code") or err.get("message") or "error")
         self.cache.close_batch(batch_id)

@@ -41,13 +41,14 @@ CREATE TABLE IF NOT EXISTS batches (
     batch_id TEXT PRIMARY KEY,
     input_file_id TEXT NOT NULL,
     keys TEXT NOT NULL,             -- JSON list of [request key, model] in this batch
-    status TEXT NOT NULL,           -- submitted | done
+    status TEXT NOT NULL,           -- creating (batch_id 'creating:<file id>') | submitted | done
     created_at REAL NOT NULL,
     updated_at REAL NOT NULL
 );
 """
 
 _DATA_URL_PREFIX = "data:"
+CREATING = "creating:"  # batch_id prefix of a batch recorded before the API was asked to create it
 
 
 def _image_hash(url: str) -> str:
@@ -146,14 +147,44 @@ class RequestCache:
 
     # batches --------------------------------------------------------------------------------
 
-    def add_batch(self, batch_id: str, input_file_id: str, keys: list[tuple[str, str]]) -> None:
-        """Record a submitted batch: its request keys with the model each asked for."""
+    def begin_batch(self, input_file_id: str, keys: list[tuple[str, str]]) -> None:
+        """Record a batch about to be created from an uploaded file, before asking for it: a crash
+        between the API creating it and `add_batch` then leaves the file id to find it by."""
         now = time.time()
         with self._lock:
             self._db.execute(
                 "INSERT OR REPLACE INTO batches VALUES (?,?,?,?,?,?)",
-                (batch_id, input_file_id, json.dumps([list(k) for k in keys]), "submitted", now, now),
+                (CREATING + input_file_id, input_file_id, json.dumps([list(k) for k in keys]), "creating", now, now),
             )
+
+    def add_batch(self, batch_id: str, input_file_id: str, keys: list[tuple[str, str]]) -> None:
+        """Record a submitted batch: its request keys with the model each asked for (and forget
+        the `begin_batch` record of its file, in the same transaction)."""
+        now = time.time()
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute("DELETE FROM batches WHERE batch_id=?", (CREATING + input_file_id,))
+                self._db.execute(
+                    "INSERT OR REPLACE INTO batches VALUES (?,?,?,?,?,?)",
+                    (batch_id, input_file_id, json.dumps([list(k) for k in keys]), "submitted", now, now),
+                )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def creating_batches(self) -> list[tuple[str, list[list[str]], float]]:
+        """(input file id, keys, when) of batches that were being created when a run stopped."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT input_file_id, keys, created_at FROM batches WHERE status='creating' ORDER BY created_at"
+            ).fetchall()
+        return [(f, json.loads(k), t) for f, k, t in rows]
+
+    def drop_batch(self, batch_id: str) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM batches WHERE batch_id=?", (batch_id,))
 
     def open_batches(self) -> list[tuple[str, list[list[str]]]]:
         with self._lock:
