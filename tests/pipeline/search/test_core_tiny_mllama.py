@@ -1,0 +1,175 @@
+"""The generation core on a tiny Mllama: the efficient path and the naive (public-code) path choose
+the same text under greedy decoding; the N candidates of a step are one batched call over a prefix
+encoded once; stops, rollbacks, a separate judge and the command line."""
+from __future__ import annotations
+
+import random
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from pipeline.search import SearchConfig, run  # noqa: E402
+from pipeline.search.base import Candidate  # noqa: E402
+from pipeline.search.core import GenerationCore, NaiveCore  # noqa: E402
+from pipeline.search.judge import Judge  # noqa: E402
+from pipeline.stages import CLOSE, OPEN, STAGES  # noqa: E402
+
+QUESTION = "How many red cubes are there?"
+SMALL = {"summary": 10, "caption": 12, "reasoning": 14, "conclusion": 6}
+
+
+def cores(tiny, **kw):
+    model, processor = tiny
+    return GenerationCore(model, processor, **kw), NaiveCore(model, processor, **kw)
+
+
+@pytest.mark.parametrize("strategy,beam", [("stage_beam", 3), ("best_of_n", 2), ("sentence_beam", 2),
+                                           ("direct", 1), ("retrace", 2)])
+def test_greedy_efficient_and_naive_choose_the_same_text(tiny, image, strategy, beam):
+    eff, naive = cores(tiny, greedy=True)
+    try:
+        cfg = dict(beam=beam, budgets=SMALL, greedy=True, sentence_tokens=8, max_sentences=3,
+                   n_captions=2, n_reasonings=2, max_retraces=1, cutoff=2.0)   # cutoff 2: always retrace
+        a = run(strategy, eff, image, QUESTION, SearchConfig(**cfg))
+        b = run(strategy, naive, image, QUESTION, SearchConfig(**cfg))
+    finally:
+        eff.close(), naive.close()
+    assert a.text == b.text and a.text
+    assert [(s.kind, s.candidates, s.winner, s.comparisons) for s in a.steps] == \
+           [(s.kind, s.candidates, s.winner, s.comparisons) for s in b.steps]
+    assert a.stats["vision_calls"] == 1 <= b.stats["vision_calls"]
+    assert a.stats["forward_tokens"] <= b.stats["forward_tokens"]
+    assert a.stats["forward_tokens"] < b.stats["forward_tokens"] or strategy == "direct"
+
+
+@pytest.mark.parametrize("kind", ["caption", "reasoning", "answer"])
+def test_batched_judge_and_one_by_one_judge_decide_the_same(tiny, image, kind):
+    eff, naive = cores(tiny, greedy=True)
+    texts = [f"{OPEN.get(kind, '')} {t} {CLOSE.get(kind, '')}" for t in
+             ["three red cubes", "one blue ball and 2 cubes", "a chart", "3 + 1 = 4 so four", "no idea"]]
+    try:
+        res = []
+        for core in (eff, naive):
+            s = core.open(image, QUESTION)
+            ko = Judge(core).knockout(s, kind, [Candidate(t) for t in texts], random.Random(1))
+            res.append((ko.winner, ko.comparisons, ko.flagged))
+        assert res[0][:2] == res[1][:2] and len(res[0][1]) == 4
+        assert set(res[1][2]) <= set(res[0][2])   # batched pre-checks every candidate, naive those that come up
+        rounds = 3 + (kind == "reasoning")                    # 5 -> 3 -> 2 -> 1 (+ the pre-check batch)
+        assert eff.stats.judge_calls <= rounds and naive.stats.judge_calls >= 4
+    finally:
+        eff.close(), naive.close()
+
+
+def test_each_row_stops_at_its_own_stop_string_same_token_as_naive(tiny, image):
+    eff, naive = cores(tiny, greedy=True)
+    try:
+        free = eff.open(image, QUESTION).sample(1, [], 16)[0]
+        ids = free.token_ids
+        # a stop string spanning the 6th and 7th generated tokens
+        stop = (eff.piece(ids[5]) + eff.piece(ids[6]))[-3:]
+        assert len(stop) >= 2
+        a = eff.open(image, QUESTION).sample(3, [stop], 16)
+        b = naive.open(image, QUESTION).sample(3, [stop], 16)
+        assert [(c.text, c.token_ids, c.stop) for c in a] == [(c.text, c.token_ids, c.stop) for c in b]
+        first = free.text.find(stop) + len(stop)
+        assert all(c.stop == stop and c.text == eff.decode(ids[:len(c.token_ids)]) for c in a)
+        assert len(a[0].token_ids) <= 7 and len(eff.decode(a[0].token_ids)) >= first
+    finally:
+        eff.close(), naive.close()
+
+
+def test_rows_leave_the_batch_independently(tiny, image):
+    """Sampled rows that end early (their stop string) stop costing forward tokens."""
+    model, processor = tiny
+    eff = GenerationCore(model, processor, seed=3, temperature=1.5, top_p=1.0)
+    try:
+        s = eff.open(image, QUESTION)
+        s.ensure_prefix()
+        eff.stats.reset()
+        cands = s.sample(6, [" "], 20)        # a space: rows stop at different tokens
+        assert all(c.stop in (" ", "eos", "budget") for c in cands)
+        # each row is computed only while it runs: steps taken = its tokens (+1 for an end of text);
+        # it is fed after every step but its last
+        steps = [len(c.token_ids) + (c.stop == "eos") for c in cands]
+        assert len(set(steps)) > 1
+        assert eff.stats.forward_tokens == sum(k - 1 for k in steps)
+        assert eff.stats.forward_calls == max(steps) - 1
+    finally:
+        eff.close()
+
+
+def test_n_candidates_are_one_batched_call_over_a_prefix_encoded_once(tiny, image):
+    eff, naive = cores(tiny, suppress_eos=True)
+    n = 4
+    try:
+        cfg = SearchConfig(beam=n, budgets=SMALL)
+        a = run("stage_beam", eff, image, QUESTION, cfg)
+        b = run("stage_beam", naive, image, QUESTION, cfg)
+    finally:
+        eff.close(), naive.close()
+    assert a.stats["generate_calls"] == 4                     # one per stage, whatever N
+    assert a.stats["vision_calls"] == 1                       # the image, encoded once
+    assert a.stats["judge_calls"] <= 4 * 2 + 1                # 2 rounds per stage, + the pre-check batch
+    assert b.stats["generate_calls"] == 4 * n                 # the public structure: one per candidate
+    assert b.stats["judge_calls"] >= 4 * (n - 1)
+    assert b.stats["vision_calls"] == b.stats["generate_calls"] + b.stats["judge_calls"]
+    assert all(len(s.candidates) == n for s in a.steps)
+
+
+def test_one_sample_call_costs_budget_steps_of_n_rows(tiny, image):
+    model, processor = tiny
+    eff = GenerationCore(model, processor, suppress_eos=True)
+    try:
+        s = eff.open(image, QUESTION)
+        s.ensure_prefix()
+        eff.stats.reset()
+        s.sample(5, [CLOSE["summary"]], 9)
+        assert eff.stats.as_dict() == {"forward_calls": 8, "forward_tokens": 5 * 8, "vision_calls": 0,
+                                       "generate_calls": 1, "judge_calls": 0, "judge_prompts": 0}
+    finally:
+        eff.close()
+
+
+def test_rollback_returns_to_the_mark(tiny, image):
+    model, processor = tiny
+    eff = GenerationCore(model, processor, greedy=True)
+    try:
+        s = eff.open(image, QUESTION)
+        first = s.sample(1, [], 6)[0]
+        s.commit(first)
+        m = s.mark()
+        before = s.sample(2, [], 8)
+        s.commit(before[0])
+        s.commit(s.sample(1, [], 5)[0])
+        s.rollback(m)
+        assert s.text == first.text
+        again = s.sample(2, [], 8)
+        assert [c.token_ids for c in again] == [c.token_ids for c in before]
+    finally:
+        eff.close()
+
+
+def test_a_separate_judge_model(tiny, image):
+    model, processor = tiny
+    gen, judge = GenerationCore(model, processor), GenerationCore(model, processor)
+    try:
+        res = run("stage_beam", gen, image, QUESTION, SearchConfig(beam=2, budgets=SMALL), judge=judge)
+    finally:
+        gen.close(), judge.close()
+    assert res.stats["judge_calls"] == 0 and res.stats["judge_judge_calls"] >= 4
+    assert res.stats["judge_vision_calls"] == 1
+
+
+def test_command_prints_the_four_stages(tiny_model_dir, image, tmp_path, capsys):
+    from pipeline.search.__main__ import main
+
+    img = tmp_path / "img.png"
+    image.save(img)
+    args = ["--model", tiny_model_dir, "--image", str(img), "--question", QUESTION, "--strategy", "stage_beam",
+            "--beam", "2"] + [x for s in STAGES for x in (f"--{s}-tokens", "4")]
+    assert main(args) == 0
+    out = capsys.readouterr()
+    assert all(f"{s.upper()}:" in out.out for s in STAGES)
+    assert "forward tokens" in out.err
