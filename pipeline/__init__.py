@@ -1,6 +1,6 @@
-"""LLaVA-CoT data-and-training library: plain Python, no Dagster import anywhere in it.
+"""LLaVA-CoT data-and-training library: plain Python, no orchestrator import anywhere in it.
 
-The Dagster layer (assets/, resources/, jobs/, definitions.py) only wires these modules.
+The orchestration layer (assets/, resources/, jobs/, definitions.py) only wires these modules.
 """
 SOURCES = (
     "sharegpt4v",
