@@ -22,6 +22,20 @@ SAMPLE = pa.schema(
     ]
 )
 
+# One row of the released dataset's Parquet shards. `image` has the layout of the Hugging Face
+# `Image` feature ({bytes, path}: the encoded file as it was, never re-encoded), so
+# `datasets.load_dataset("parquet", ...)` decodes it; null for a record without an image.
+# pipeline/shards.py attaches the Hugging Face features as schema metadata.
+SHARD = pa.schema(
+    [
+        pa.field("id", pa.string(), nullable=False),
+        pa.field("source", pa.string(), nullable=False),
+        pa.field("split", pa.string(), nullable=False),  # train | validation
+        pa.field("image", pa.struct([("bytes", pa.binary()), ("path", pa.string())])),
+        pa.field("conversations", pa.list_(TURN), nullable=False),
+    ]
+)
+
 # A row that cannot be used, kept aside with a machine-readable reason (never silently dropped).
 QUARANTINE = pa.schema(
     [
