@@ -1,0 +1,157 @@
+"""benchmark_scores[benchmark x strategy] and benchmark_report: the fine-tuned model under each
+decoding strategy, scored by each benchmark's published rules."""
+import base64
+import hashlib
+import json
+
+import dagster as dg
+
+from assets.metadata import counts_table
+from pipeline.evaluate import BENCHMARKS
+from pipeline.evaluate.report import beam_plot_png, markdown, strategy_and_beam, table
+from resources import DataStore
+from resources.evaluation import EvaluationSettings
+from resources.teacher import Teacher
+
+STRATEGY_KEYS = ["direct", "best_of_n_2", "sentence_beam_2", "stage_beam_2", "stage_beam_4"]
+benchmark_partitions = dg.MultiPartitionsDefinition({
+    "benchmark": dg.StaticPartitionsDefinition(list(BENCHMARKS)),
+    "strategy": dg.StaticPartitionsDefinition(STRATEGY_KEYS),
+})
+EVAL_VERSION = "1"
+
+
+def _latest(instance, name: str):
+    records = instance.fetch_materializations(dg.AssetKey(name), limit=1).records
+    return records[0].asset_materialization if records else None
+
+
+def lineage(instance) -> dict:
+    """What this score descends from, read from Dagster's records of the upstream assets."""
+    model = _latest(instance, "finetuned_model")
+    dataset = _latest(instance, "cot_dataset")
+    if model is None or "export" not in model.metadata:
+        raise dg.Failure(description="finetuned_model has no materialisation with an exported model; materialise it first")
+    out = {
+        "model_path": model.metadata["export"].path,
+        "model_version": model.tags.get("dagster/data_version", ""),
+    }
+    if "dataset_manifest" in model.metadata:
+        out["dataset_manifest"] = model.metadata["dataset_manifest"].path
+    if dataset is not None:
+        out["dataset_version"] = dataset.tags.get("dagster/data_version", "")
+        for k in ("teacher_models", "prompt_versions"):
+            if k in dataset.metadata:
+                out[k] = dataset.metadata[k].value
+    return out
+
+
+@dg.asset(
+    partitions_def=benchmark_partitions,
+    deps=["finetuned_model"],
+    group_name="evaluation",
+    code_version=f"evaluate-{EVAL_VERSION}",
+    kinds={"pytorch"},
+    description="One benchmark under one decoding strategy (direct, best-of-N, sentence-level or "
+    "stage-level beam search at beam size N); predictions and judge verdicts cached per item, so an "
+    "interrupted evaluation resumes.",
+)
+def benchmark_scores(context: dg.AssetExecutionContext, data_store: DataStore, evaluation: EvaluationSettings,
+                     teacher: Teacher) -> dg.MaterializeResult:
+    from pipeline.evaluate.run import evaluate
+    from pipeline.search import SearchConfig, load_core, run
+
+    keys = context.partition_key.keys_by_dimension
+    bench, key = keys["benchmark"], keys["strategy"]
+    strategy, beam = strategy_and_beam(key)
+    lin = lineage(context.instance)
+    tsv = evaluation.benchmark_file(data_store, bench)
+    out = data_store.step("benchmark_scores")
+    if not out.is_local:
+        raise dg.Failure(description="benchmark_scores keeps predictions in a local folder (appends, SQLite); "
+                         "use a local data root or set evaluation.work_dir")
+    core = load_core(lin["model_path"], device=evaluation.device, greedy=evaluation.greedy, seed=evaluation.seed)
+    config = SearchConfig(beam=max(beam, 1), budgets=dict(evaluation.stage_budgets), greedy=evaluation.greedy,
+                          seed=evaluation.seed)
+    calls = {"n": 0}
+
+    def predict(item):
+        calls["n"] += 1
+        result = run(strategy, core, item.image(), item.prompt, config)
+        return {"prediction": result.text, "seconds": round(result.seconds, 3), **{f"stats_{k}": v for k, v in result.stats.items()}}
+
+    folder = teacher.cache_folder(data_store.root().base)
+    annotator, cleanup = teacher.build(folder, load_image=None, run_id=context.run_id, log=context.log.info)
+    from pipeline.annotate.text_judge import text_judge
+
+    judge = text_judge(annotator)
+    try:
+        score = evaluate(bench, tsv, predict, out.base, strategy=key, model=lin["model_version"][:16] or "model",
+                         judge=judge, judge_name=getattr(judge, "name", None), scope=evaluation.scope)
+    finally:
+        if judge is not None:
+            judge.close()
+        cleanup()
+    result = {"benchmark": bench, "strategy": key, "beam": beam, "score": score.value,
+              "breakdown": score.breakdown, "n_items": score.n_items, "missing": score.missing, "lineage": lin}
+    path = f"{out.base}/{bench}__{key}.json"
+    with out.open(f"{bench}__{key}.json", "w") as f:
+        json.dump(result, f, indent=2, sort_keys=True)
+    digest = hashlib.sha256(json.dumps(result, sort_keys=True).encode()).hexdigest()[:32]
+    return dg.MaterializeResult(
+        data_version=dg.DataVersion(digest),
+        metadata={
+            "score": float(score.value),
+            "n_items": score.n_items,
+            "units_scored": score.n_units,
+            "missing_predictions": score.missing,
+            "predicted_this_run": calls["n"],
+            "judge_calls": score.judge_calls,
+            "judge": getattr(judge, "name", None) or "none (offline teacher: rules only)",
+            "extraction": counts_table(score.how, "how", "items"),
+            "breakdown": dg.MetadataValue.json(score.breakdown),
+            "model": dg.MetadataValue.path(lin["model_path"]),
+            "lineage": dg.MetadataValue.json(lin),
+            "path": dg.MetadataValue.path(path),
+        },
+    )
+
+
+@dg.asset(
+    deps=[benchmark_scores],
+    group_name="evaluation",
+    code_version=f"report-{EVAL_VERSION}",
+    description="All scores in one table (with the unweighted average of the six benchmarks) and a "
+    "plot of score against beam size per strategy.",
+)
+def benchmark_report(context: dg.AssetExecutionContext, data_store: DataStore) -> dg.MaterializeResult:
+    out = data_store.step("benchmark_scores")
+    scores = {}
+    lineages = set()
+    for rel in out.glob("*__*.json"):
+        with out.open(rel, "r") as f:
+            r = json.load(f)
+        scores[(r["benchmark"], r["strategy"])] = r["score"]
+        lineages.add(json.dumps(r["lineage"], sort_keys=True))
+    if not scores:
+        raise dg.Failure(description="no benchmark_scores yet: materialise some partitions first")
+    columns, rows = table(scores, list(BENCHMARKS))
+    png = beam_plot_png(rows)
+    md = markdown(columns, rows)
+    report = data_store.step("benchmark_report")
+    with report.open("report.md", "w") as f:
+        f.write(md + "\n")
+    with report.open("score_vs_beam.png", "wb") as f:
+        f.write(png)
+    digest = hashlib.sha256(md.encode()).hexdigest()[:32]
+    return dg.MaterializeResult(
+        data_version=dg.DataVersion(digest),
+        metadata={
+            "table": dg.MetadataValue.md(md),
+            "score_vs_beam": dg.MetadataValue.md("![score vs beam](data:image/png;base64," + base64.b64encode(png).decode() + ")"),
+            "scores": len(scores),
+            "models_scored": len(lineages),
+            "lineage": dg.MetadataValue.json([json.loads(x) for x in sorted(lineages)]),
+            "path": dg.MetadataValue.path(report.path("report.md")),
+        },
+    )
