@@ -160,6 +160,7 @@ class Annotator:
         self._sem = asyncio.Semaphore(settings.max_concurrency)
         self._rng = random.Random(0)
         self._429_streak = 0  # 429s since the last usable answer
+        self._in_flight: dict[str, asyncio.Future] = {}  # request key -> its answer, while it is asked
         self.model_label = getattr(backend, "model_label", None) or settings.model
 
     # -- money -----------------------------------------------------------------------------
@@ -209,6 +210,30 @@ class Annotator:
         if hit is not None:
             self.stats.cache_hits += 1
             return hit
+        # Two turns can make the very same request (duplicate samples in a source): the second
+        # waits for the answer to the first instead of paying for it again.
+        same = self._in_flight.get(key)
+        if same is not None:
+            self.stats.cache_hits += 1
+            return await asyncio.shield(same)
+        fut = asyncio.get_running_loop().create_future()
+        self._in_flight[key] = fut
+        try:
+            reply = await self._fetch(key, model, messages, params, turn)
+        except BaseException as exc:
+            if isinstance(exc, asyncio.CancelledError):
+                fut.cancel()
+            else:
+                fut.set_exception(exc)
+                fut.exception()  # retrieved: a future nobody else awaited logs nothing
+            raise
+        else:
+            fut.set_result(reply)
+            return reply
+        finally:
+            self._in_flight.pop(key, None)
+
+    async def _fetch(self, key: str, model: str, messages: list[dict], params: dict, turn: Turn) -> dict:
         if self.backend.mode == "offline":
             body = await self.backend.chat(model, messages, params, turn)
             self.cache.put(key, model, "offline", body, 0, 0, 0.0, self.run_id)
@@ -369,6 +394,7 @@ class Annotator:
     async def run(self, turns: list[Turn]) -> list[dict]:
         """Annotate `turns`; rows come back in the order of `turns`."""
         self._sem = asyncio.Semaphore(self.s.max_concurrency)  # bound to this event loop
+        self._in_flight = {}
         results: list[dict | None] = [None] * len(turns)
         queue: asyncio.Queue = asyncio.Queue()
         for i in range(len(turns)):
