@@ -140,7 +140,8 @@ class _ImageBlobs:
     copy itself. The caller's bytes objects can be freed as soon as `add` returns."""
 
     def __init__(self, capacity: int) -> None:
-        self._buffers = [bytearray(capacity), bytearray(capacity)]
+        self.capacity = capacity  # a row group's worth; the buffers grow to it as needed (lazily:
+        self._buffers = [bytearray(), bytearray()]  # a small dataset never allocates 2 x 36 MB)
         self._turn = 0
         self.reset()
 
@@ -157,8 +158,9 @@ class _ImageBlobs:
             return 0
         n = len(data)
         end = self.size + n
-        if end > len(self.buf):  # an unusually large image: grow this buffer (no table uses it)
-            self.buf.extend(bytes(max(end - len(self.buf), len(self.buf) // 2)))
+        if end > len(self.buf):  # grow this buffer (no table points into it now)
+            grown = max(end, min(2 * len(self.buf), self.capacity), 1 << 20)
+            self.buf.extend(bytes(grown - len(self.buf)))
         self.buf[self.size:end] = data
         self.size = end
         self.offsets.append(end)  # array("i"): OverflowError past 2 GiB (row groups are <= 1 GiB)

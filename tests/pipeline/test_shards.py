@@ -148,6 +148,18 @@ def test_split_by_target_size_keeps_row_order(tmp_path, rows):
     assert sum(sum(s.sources.values()) for s in infos) == len(rows)
 
 
+def test_buffers_at_most_one_row_group(tmp_path, rows):
+    with ShardWriter(Root(str(tmp_path)), "train", row_group_rows=3) as w:
+        for r in rows:
+            w.add(r)
+            assert len(w._cols[0]) < 3  # a full row group is handed to the writer thread at once
+    with ShardWriter(Root(str(tmp_path / "b")), "train", row_group_bytes=5_000) as w:
+        for r in rows:
+            w.add(r)
+            assert w._pending < 5_000
+    assert all(len(b) <= 1 << 20 for b in w._images._buffers)  # two reused buffers, grown to fit
+
+
 def test_row_of_another_split_is_refused(tmp_path, rows):
     with pytest.raises(ValueError, match="split"):
         with ShardWriter(Root(str(tmp_path)), "validation") as w:
@@ -281,7 +293,7 @@ def test_crash_without_close_leaves_only_hidden_temporary_files(tmp_path):
     assert (out / names[0]).stat().st_size > 0  # row groups did reach the disk
     assert visible_parquet(out) == []
     assert Root(str(out)).glob("train-*.parquet") == []
-    with pytest.raises(Exception):  # readers see no data files at all, never a partial one
+    with pytest.raises(FileNotFoundError, match="doesn't contain any data files"):  # nothing partial is seen
         datasets.load_dataset("parquet", data_dir=str(out), split="train", cache_dir=str(tmp_path / "cache"))
     # the next writer of the prefix clears the leftovers
     write(Root(str(out)), make_rows(2))
