@@ -4,6 +4,11 @@ LLAVACOT_DEPLOYMENT=demo (default): everything under ./data (or LLAVACOT_DATA_RO
 sample written on first use, demo-sized quotas. LLAVACOT_DEPLOYMENT=production: the data root and
 the raw root come from LLAVACOT_DATA_ROOT / LLAVACOT_RAW_ROOT (any fsspec URI, e.g. s3://...),
 the paper's quotas.
+
+Training: the demo fine-tunes the embedded tiny Mllama for a few steps with two CPU ranks on this
+host (torchrun + DeepSpeed ZeRO-3 on the CPU accelerator); production takes the launcher from
+LLAVACOT_LAUNCHER and friends (resources/launcher.py: launcher_from_env) and the model from
+LLAVACOT_MODEL (default meta-llama/Llama-3.2-11B-Vision-Instruct) with the paper's hyperparameters.
 """
 from __future__ import annotations
 
@@ -15,14 +20,16 @@ import dagster as dg
 # observable source assets are "beta" in Dagster 1.x; the warning says nothing a user can act on
 warnings.filterwarnings("ignore", category=dg.BetaWarning)
 
-from assets import dataset, sources, validated
+from assets import dataset, sources, training, validated
 from assets.annotations import build_annotations_asset
 from jobs.annotation import raw_data_sensor, reannotate_job, reannotate_schedule
 from jobs.main import dataset_job, main_job, observe_sources_job
 from resources import DataStore, DatasetSettings, QualityThresholds, SamplingPlan
+from resources.launcher import DEFAULT_MODEL, TrainingLauncher, TrainingSettings, launcher_from_env
 from resources.teacher import teacher_from_env
 
 DEPLOYMENT = os.environ.get("LLAVACOT_DEPLOYMENT", "demo")
+TINY_STEPS = 6  # the demo's fine-tuning: optimizer steps of the tiny model
 
 
 def _resources(deployment: str) -> dict:
@@ -41,6 +48,10 @@ def _resources(deployment: str) -> dict:
             "teacher": teacher_from_env(),
             # small shards and a larger validation share, so the tiny sample shows both splits
             "dataset": DatasetSettings(validation_fraction=0.1, shard_target_mb=1.0),
+            # two CPU ranks on this host, the tiny model, a few steps: a real DeepSpeed run in seconds
+            "launcher": TrainingLauncher(kind="local", nproc_per_node=2),
+            "training": TrainingSettings(tiny_model=True, max_steps=TINY_STEPS, lr=2e-3, per_device_batch_size=2,
+                                         save_every=TINY_STEPS, num_workers=0),
         }
     if deployment == "production":
         return {
@@ -52,6 +63,9 @@ def _resources(deployment: str) -> dict:
             "quality": QualityThresholds(),
             "teacher": teacher_from_env(backend="openai", max_spend_usd=float(os.environ.get("LLAVACOT_MAX_SPEND_USD", "500"))),
             "dataset": DatasetSettings(),
+            "launcher": launcher_from_env(),
+            "training": TrainingSettings(model=os.environ.get("LLAVACOT_MODEL", DEFAULT_MODEL),
+                                         output_dir=os.environ.get("LLAVACOT_TRAIN_OUTPUT", "")),
         }
     raise ValueError(f"LLAVACOT_DEPLOYMENT must be 'demo' or 'production', not {deployment!r}")
 
@@ -66,6 +80,7 @@ defs = dg.Definitions(
         build_annotations_asset(RESOURCES["teacher"].model_label()),
         validated.validated,
         dataset.cot_dataset,
+        training.finetuned_model,
     ],
     jobs=[main_job, dataset_job, observe_sources_job, reannotate_job],
     schedules=[reannotate_schedule],

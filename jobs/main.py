@@ -11,7 +11,7 @@ observe_sources_job = dg.define_asset_job(
 )
 
 PER_SOURCE = ["raw_samples", "subsample", "annotations", "validated"]
-WHOLE_DATASET = ["cot_dataset"]
+WHOLE_DATASET = ["cot_dataset", "finetuned_model"]
 
 main_job = dg.define_asset_job(
     "main",
@@ -22,5 +22,6 @@ main_job = dg.define_asset_job(
 dataset_job = dg.define_asset_job(
     "dataset",
     selection=dg.AssetSelection.assets(*WHOLE_DATASET),
-    description="The assets over the whole dataset, after every source partition (the second part).",
+    description="The assets over the whole dataset, after every source partition (the second part): "
+    "the dataset, then fine-tuning on it.",
 )
