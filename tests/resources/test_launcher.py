@@ -13,11 +13,11 @@ import sys
 import pytest
 
 from pipeline.train import launch as builders
-from resources.launcher import REPORTER_ENV, TrainingLauncher, launcher_from_env
+from resources.launcher import REPORTER_ENV, TrainingLauncher, TrainingSettings, launcher_from_env
 from resources.pipes_reporter import REPORTER_SPEC
 
 ARGS = ["--model", "/models/Llama-3.2-11B-Vision-Instruct", "--data", "/shared/data/cot_dataset",
-        "--output", "/shared/data/finetuned_model", "--deepspeed-config", "zero3", "--epochs", "3", "--lr", "1e-05"]
+        "--output-dir", "/shared/data/finetuned_model", "--zero-stage", "3", "--epochs", "3", "--lr", "1e-05"]
 
 
 def torchrun_args(cmd):
@@ -32,6 +32,20 @@ def test_train_arguments_maps_options_to_flags():
     assert builders.train_arguments({"model": "m", "per_device_batch_size": 4, "max_steps": None, "resume": True,
                                      "bf16": False, "lr": 1e-5}) == [
         "--model", "m", "--per-device-batch-size", "4", "--resume", "--lr", "1e-05"]
+
+
+def test_the_asset_options_are_flags_the_entry_point_accepts():
+    from pipeline.train.train import build_parser
+
+    settings = TrainingSettings(save_every=100, extra_args=["--gradient-checkpointing"])
+    options = settings.options({"lr": 2e-5, "zero_stage": 2, "max_steps": None, "resume": True},
+                               model="/models/m", data="s3://bucket/cot_dataset", output_dir="/shared/out")
+    parsed = build_parser().parse_args(builders.train_arguments(options) + settings.extra_args)
+    assert (parsed.model, parsed.data, parsed.output_dir) == ("/models/m", "s3://bucket/cot_dataset", "/shared/out")
+    assert (parsed.lr, parsed.zero_stage, parsed.epochs, parsed.max_steps, parsed.per_device_batch_size) == (2e-5, 2, 3, 0, 4)
+    assert parsed.save_every == 100 and parsed.resume == "auto" and parsed.gradient_checkpointing
+    with pytest.raises(ValueError, match="zero_stage"):
+        settings.options({"zero_stage": 1}, model="m", data="d", output_dir="o")
 
 
 def test_local_command_is_torchrun_standalone():
