@@ -1,0 +1,218 @@
+"""A tiny, randomly initialised Llama-3.2-Vision (`MllamaForConditionalGeneration`) and its processor.
+
+Written with `save_pretrained`, so training, export and search load it through the real
+`from_pretrained` / `AutoProcessor.from_pretrained` path, exactly as they load
+`meta-llama/Llama-3.2-11B-Vision-Instruct`. Nothing is downloaded:
+
+- the tokenizer is a byte-level BPE trained here with `tokenizers` on a small synthetic corpus of
+  questions and four-stage answers (the stage tags `<SUMMARY>` ... `</CONCLUSION>` are ordinary text,
+  so they get merges of their own and the model can learn to write them), with the Llama 3 special
+  tokens (`<|begin_of_text|>`, `<|start_header_id|>`, `<|end_header_id|>`, `<|eot_id|>`, `<|image|>`,
+  `<|finetune_right_pad_id|>`, ...) and the Llama 3 pre-tokenizer split pattern;
+- the chat template renders conversations the way Llama 3.2 Vision's does (header, content trimmed,
+  `<|eot_id|>`; an image item becomes `<|image|>`);
+- the image processor is `MllamaImageProcessor` with 56-pixel tiles (the real one uses 560), at most
+  four tiles;
+- the model: a 2-layer vision encoder (+1 global layer) on 14-pixel patches and a 4-layer text model
+  whose layer 2 is a cross-attention layer; hidden size 64; attention dropout 0.1 (so a resumed
+  training run continues exactly only if it restores the RNG state); about 0.3 M parameters.
+
+Deterministic for a seed (same files for the same seed and version); written once: a folder that
+already holds this version and seed is left alone (`write_tiny_model` returns at once).
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import tempfile
+from pathlib import Path
+
+TINY_MODEL_VERSION = "1"
+MARKER = "tiny_model.json"
+IMAGE_SIZE = 56
+VOCAB_SIZE = 1024  # an upper bound: the corpus is small, BPE stops at ~630 tokens
+
+# Llama 3's special tokens (ids follow the base vocabulary, as in Llama 3 they follow its 128000).
+SPECIAL_TOKENS = [
+    "<|begin_of_text|>",
+    "<|end_of_text|>",
+    "<|reserved_special_token_0|>",
+    "<|reserved_special_token_1|>",
+    "<|finetune_right_pad_id|>",
+    "<|step_id|>",
+    "<|start_header_id|>",
+    "<|end_header_id|>",
+    "<|eom_id|>",
+    "<|eot_id|>",
+    "<|python_tag|>",
+    "<|image|>",
+]
+
+# The Llama 3 pre-tokenizer pattern (tiktoken's cl100k style): newlines split off, a letter run may
+# take one leading punctuation mark, numbers in groups of up to three digits.
+LLAMA3_PATTERN = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+    r"|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+
+# Llama 3.2 Vision's chat template, restated: every message is a header, its content (trimmed) and
+# <|eot_id|>; content is a string or a list of {"type": "image"} / {"type": "text", "text": ...}.
+CHAT_TEMPLATE = (
+    "{{- bos_token }}"
+    "{%- for message in messages %}"
+    "{{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n' }}"
+    "{%- if message['content'] is string %}"
+    "{{- message['content'] | trim }}"
+    "{%- else %}"
+    "{%- for item in message['content'] %}"
+    "{%- if item['type'] == 'image' %}{{- '<|image|>' }}"
+    "{%- elif item['type'] == 'text' %}{{- item['text'] | trim }}"
+    "{%- endif %}"
+    "{%- endfor %}"
+    "{%- endif %}"
+    "{{- '<|eot_id|>' }}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{%- endif %}"
+)
+
+_COLOURS = ["red", "blue", "green", "yellow", "purple", "cyan", "brown", "gray"]
+_SHAPES = ["cube", "sphere", "cylinder", "triangle", "circle", "square", "bar", "line"]
+_WORDS = ("the image shows a chart with values for each year question asks how many objects are there "
+          "count the number of items in the picture answer is option which of following best describes "
+          "document text table title total sum difference angle degree triangle side length area "
+          "reasoning step first then therefore so we conclude that final answer because").split()
+
+
+def corpus(seed: int = 0, n: int = 1500) -> list[str]:
+    """The tokenizer's training text: questions and four-stage answers in the dataset's format."""
+    rng = random.Random(seed)
+    lines = []
+    for i in range(n):
+        colour, shape = rng.choice(_COLOURS), rng.choice(_SHAPES)
+        k = rng.randint(0, 12)
+        words = " ".join(rng.choice(_WORDS) for _ in range(rng.randint(4, 14)))
+        question = rng.choice([
+            f"How many {colour} {shape}s are there?",
+            f"What is the {rng.choice(['total', 'difference', 'area', 'value'])} shown in the {rng.choice(['chart', 'table', 'figure'])}?",
+            f"Which option is correct? Options: A. {k} B. {k + 1} C. {k + 2}",
+            f"Is the {colour} {shape} left of the {rng.choice(_COLOURS)} {rng.choice(_SHAPES)}?",
+        ])
+        answer = (f"<SUMMARY>\nI will {words}.\n</SUMMARY>\n\n<CAPTION>\nThe image shows {k} {colour} {shape}s.\n</CAPTION>"
+                  f"\n\n<REASONING>\n{words.capitalize()}: {k} + {i % 7} = {k + i % 7}.\n</REASONING>\n\n"
+                  f"<CONCLUSION>\n{rng.choice([str(k), 'Yes', 'No', 'A', 'B', 'C'])}\n</CONCLUSION>")
+        lines += [question, answer]
+    return lines
+
+
+def build_tokenizer(seed: int = 0):
+    """A Llama-3-style fast tokenizer (byte-level BPE) trained on `corpus(seed)`."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(LLAMA3_PATTERN), behavior="isolated", invert=False),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=False),
+    ])
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=VOCAB_SIZE - len(SPECIAL_TOKENS), min_frequency=2, show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), special_tokens=[],
+    )
+    tok.train_from_iterator(corpus(seed), trainer=trainer)
+    tok.add_special_tokens(SPECIAL_TOKENS)  # ids after the base vocabulary, in this order
+    # like Llama 3's tokenizer, add <|begin_of_text|> in front unless add_special_tokens=False (the
+    # chat template already starts with it: whoever tokenises a rendered template must pass False)
+    bos = "<|begin_of_text|>"
+    tok.post_processor = processors.TemplateProcessing(
+        single=f"{bos} $A", pair=f"{bos} $A:0 {bos}:1 $B:1", special_tokens=[(bos, tok.token_to_id(bos))])
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<|begin_of_text|>",
+        eos_token="<|eot_id|>",
+        pad_token="<|finetune_right_pad_id|>",
+        model_max_length=4096,
+        padding_side="right",
+        chat_template=CHAT_TEMPLATE,
+        clean_up_tokenization_spaces=False,
+    )
+
+
+def build_processor(seed: int = 0):
+    from transformers import MllamaProcessor
+    from transformers.models.mllama.image_processing_pil_mllama import MllamaImageProcessorPil
+
+    tokenizer = build_tokenizer(seed)
+    image_processor = MllamaImageProcessorPil(size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}, max_image_tiles=4)
+    return MllamaProcessor(image_processor=image_processor, tokenizer=tokenizer, chat_template=CHAT_TEMPLATE)
+
+
+def build_model(tokenizer, seed: int = 0):
+    import torch
+    from transformers import GenerationConfig, MllamaConfig, MllamaForConditionalGeneration
+
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
+    vision = dict(
+        hidden_size=32, attention_heads=2, intermediate_size=64, num_hidden_layers=2, num_global_layers=1,
+        intermediate_layers_indices=[0], vision_output_dim=64, image_size=IMAGE_SIZE, patch_size=14,
+        max_num_tiles=4,
+    )
+    text = dict(
+        vocab_size=len(tokenizer), hidden_size=64, num_hidden_layers=4, cross_attention_layers=[2],
+        num_attention_heads=4, num_key_value_heads=2, intermediate_size=128, max_position_embeddings=4096,
+        bos_token_id=ids["<|begin_of_text|>"], eos_token_id=[ids["<|end_of_text|>"], ids["<|eot_id|>"]],
+        pad_token_id=ids["<|finetune_right_pad_id|>"], tie_word_embeddings=False,
+        dropout=0.1,  # attention dropout in training: makes exact-resume tests depend on the RNG state
+    )
+    config = MllamaConfig(vision_config=vision, text_config=text, image_token_index=ids["<|image|>"])
+    torch.manual_seed(seed)
+    model = MllamaForConditionalGeneration(config)
+    with torch.no_grad():
+        # The gates of the cross-attention layers start at 0 (a freshly added adapter); a trained
+        # Llama 3.2 Vision has them open. Open them so the image path matters in this model too.
+        for name, p in model.named_parameters():
+            if name.endswith(("cross_attn_attn_gate", "cross_attn_mlp_gate")):
+                p.fill_(0.5)
+    model.generation_config = GenerationConfig(
+        bos_token_id=text["bos_token_id"], eos_token_id=text["eos_token_id"], pad_token_id=text["pad_token_id"],
+        do_sample=False, max_new_tokens=32,
+    )
+    return model
+
+
+def write_tiny_model(out_dir: str | os.PathLike, seed: int = 0, force: bool = False) -> str:
+    """Write the tiny model and its processor into `out_dir` (a local folder); return its path.
+
+    Skipped when `out_dir` already holds this version for this seed. Written into a temporary
+    sibling folder and renamed into place, so a reader never sees half a model."""
+    out = Path(out_dir)
+    marker = {"tiny_model_version": TINY_MODEL_VERSION, "seed": seed}
+    if not force and (out / MARKER).is_file():
+        try:
+            if json.loads((out / MARKER).read_text()) == marker:
+                return str(out)
+        except (OSError, ValueError):
+            pass
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{out.name}-", dir=out.parent))
+    try:
+        processor = build_processor(seed)
+        model = build_model(processor.tokenizer, seed)
+        model.save_pretrained(tmp)
+        processor.save_pretrained(tmp)
+        (tmp / MARKER).write_text(json.dumps(marker) + "\n")
+        if out.exists():
+            shutil.rmtree(out)
+        os.chmod(tmp, 0o755)
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return str(out)
+
+
+if __name__ == "__main__":  # python -m pipeline.demo.tiny_model OUT_DIR [SEED]
+    import sys
+
+    print(write_tiny_model(sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 0))

@@ -1,0 +1,122 @@
+"""Loading Llama-3.2-Vision (`MllamaForConditionalGeneration`) for training, freezing parts of it,
+and making the dummy image of text-only rows inert (see pipeline/train/collator.py)."""
+from __future__ import annotations
+
+import torch
+
+DEFAULT_MODEL = "meta-llama/Llama-3.2-11B-Vision-Instruct"
+
+# parts that can be frozen, by their module path inside MllamaForConditionalGeneration (.model)
+PARTS = {
+    "vision": "vision_model",
+    "projector": "multi_modal_projector",
+    "language": "language_model",
+}
+
+
+def load_processor(name_or_path: str):
+    from transformers import AutoProcessor
+
+    return AutoProcessor.from_pretrained(name_or_path)
+
+
+class _Zero3Config:
+    """What `from_pretrained` asks of a registered DeepSpeed config (`is_zero3()`, `.config`): the
+    stand-in for `transformers.integrations.HfDeepSpeedConfig` when `accelerate` (which that class
+    needs) is not installed."""
+
+    def __init__(self, config: dict) -> None:
+        self.config = config
+
+    def is_zero3(self) -> bool:
+        return int(self.config.get("zero_optimization", {}).get("stage", 0)) == 3
+
+    def is_offload(self) -> bool:
+        z = self.config.get("zero_optimization", {})
+        return any(z.get(k, {}).get("device", "none") not in ("none", None) for k in ("offload_param", "offload_optimizer"))
+
+
+def zero3_init_context(config: dict):
+    """Register a ZeRO-3 DeepSpeed config with transformers so that `from_pretrained` builds the model
+    inside `deepspeed.zero.Init` (partitioned as it loads). Keep the returned object alive until the
+    model is loaded (transformers holds only a weak reference)."""
+    from transformers.integrations import deepspeed as hf_ds
+
+    try:
+        return hf_ds.HfDeepSpeedConfig(config)
+    except Exception:  # noqa: BLE001 - accelerate missing: register the minimal stand-in instead
+        shim = _Zero3Config(config)
+        hf_ds.set_hf_deepspeed_config(shim)
+        return shim
+
+
+def load_model(name_or_path: str, dtype: torch.dtype = torch.float32, attn_implementation: str | None = "sdpa"):
+    """The model from a local folder or a hub id. Under ZeRO-3 the caller first creates a
+    `transformers.integrations.HfDeepSpeedConfig` (and keeps it alive): `from_pretrained` then builds
+    the model inside `deepspeed.zero.Init`, partitioned across the ranks as it loads, so no rank
+    ever holds the whole 11B model."""
+    from transformers import MllamaForConditionalGeneration
+
+    kwargs = {"dtype": dtype}
+    if attn_implementation:
+        kwargs["attn_implementation"] = attn_implementation
+    return MllamaForConditionalGeneration.from_pretrained(name_or_path, **kwargs)
+
+
+def part(model, name: str) -> torch.nn.Module:
+    inner = getattr(model, "model", model)
+    return getattr(inner, PARTS[name])
+
+
+def freeze(model, parts: list[str]) -> dict[str, int]:
+    """Stop gradients for the named parts (`vision`, `projector`, `language`); returns the number of
+    trainable and frozen parameters (ZeRO-3 partitioned parameters counted by their full size)."""
+    for name in parts:
+        for p in part(model, name).parameters():
+            p.requires_grad_(False)
+    numel = lambda p: getattr(p, "ds_numel", p.numel())  # noqa: E731
+    return {
+        "trainable": sum(numel(p) for p in model.parameters() if p.requires_grad),
+        "frozen": sum(numel(p) for p in model.parameters() if not p.requires_grad),
+    }
+
+
+def make_dummy_images_inert(model) -> list:
+    """Zero the cross-attention output of rows that carry only the collator's dummy image.
+
+    Mllama's cross-attention layer masks the MLP output of text rows that attend to no image tile
+    (`full_text_row_masked_out_mask`) but not the attention output: with every key masked, such a
+    row's attention is spread evenly over the image tokens and its gated output is added to the
+    residual. Rows that have a real image keep that behaviour (it is how the model was trained and
+    how it runs at inference). A row with no image at all (a dummy image and no `<|image|>` token:
+    its mask is zero everywhere) has its attention output multiplied by 0 here, so the layer adds
+    exactly nothing, as Mllama's text-only path (which skips the layer) would; the dummy's vision
+    features still take part in the computation, with exact zero gradients. Returns the hook
+    handles (`.remove()` them to undo)."""
+    from transformers.models.mllama.modeling_mllama import MllamaCrossAttentionDecoderLayer
+
+    handles = []
+    for layer in model.modules():
+        if not isinstance(layer, MllamaCrossAttentionDecoderLayer):
+            continue
+
+        def before(module, args, kwargs):
+            mask = kwargs.get("full_text_row_masked_out_mask")
+            # (batch, 1, seq, 1): 1 where a text position attends to some image tile
+            module.cross_attn._row_has_image = None if mask is None else mask.flatten(1).amax(dim=1)
+
+        def after(module, args, output):
+            keep = getattr(module, "_row_has_image", None)
+            if keep is None:
+                return output
+            attn = output[0] if isinstance(output, tuple) else output
+            attn = attn * keep.to(attn.dtype).view(-1, *([1] * (attn.dim() - 1)))
+            return (attn, *output[1:]) if isinstance(output, tuple) else attn
+
+        handles.append(layer.register_forward_pre_hook(before, with_kwargs=True))
+        handles.append(layer.cross_attn.register_forward_hook(after))
+    return handles
+
+
+def count_parameters(model) -> int:
+    return sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters())
