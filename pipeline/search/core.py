@@ -66,6 +66,14 @@ def load(model_path: str, device: str = "cpu", dtype: str | torch.dtype | None =
     return model, processor
 
 
+def per_prompt(choices, n: int) -> list[tuple[str, ...]]:
+    """`choices` for every prompt: one tuple of strings shared by all, or one tuple per prompt."""
+    if choices and isinstance(choices[0], str):
+        return [tuple(choices)] * n
+    assert len(choices) == n, "one tuple of choices per prompt"
+    return [tuple(c) for c in choices]
+
+
 def _first_choice(text: str, choices: Sequence[str]) -> int | None:
     """The choice written earliest in `text` (on a tie, the longer one: 'incorrect' over 'correct')."""
     best: tuple[int, int] | None = None
@@ -236,10 +244,42 @@ class GenerationCore(_Base):
                 layer.keys = layer.keys.index_select(0, rows)
                 layer.values = layer.values.index_select(0, rows)
 
-    def verdicts(self, session: "EfficientSession", prompts: Sequence[str], choices: Sequence[str],
+    def _xmask(self, session, tokens: Sequence[int], start: int, image_at: int | None) -> torch.Tensor:
+        """Cross-attention mask rows for `tokens` sitting at `start`: tokens from the image on see it."""
+        m = torch.zeros((len(tokens),) + tuple(session.xrow.shape[2:]), dtype=session.xrow.dtype)
+        if image_at is not None:
+            m[max(0, image_at - start):] = session.xrow[0, 0]
+        return m
+
+    def judge_prefix(self, session: "EfficientSession", rows: list[list[int]]):
+        """(k, cache): the first k tokens shared by every judge prompt in `rows`, encoded once (one row).
+        The comparisons of a round (and the rounds of a step) differ only after the criterion and the
+        text so far, so that long common part is computed once and expanded, not once per prompt."""
+        shortest = min(len(r) for r in rows)
+        for key, cache in reversed(session.judge_prefixes):
+            k = len(key)
+            if k < shortest and all(tuple(r[:k]) == key for r in rows):
+                return k, cache
+        k = 0
+        if len(rows) > 1:
+            while k < shortest - 1 and all(r[k] == rows[0][k] for r in rows):
+                k += 1
+        if k < 8:
+            return 0, self.expand(session.cache, 1, self_layers=False)
+        prefix = rows[0][:k]
+        image_at = prefix.index(self.image_token_id) if self.image_token_id in prefix else None
+        cache = self.expand(session.cache, 1, self_layers=False)
+        ids = torch.tensor([prefix], dtype=torch.long, device=self.device)
+        xmask = self._xmask(session, prefix, 0, image_at)[None].to(self.device)
+        _, cache = self.forward(ids, cache, torch.arange(k, device=self.device)[None], xmask)
+        session.judge_prefixes = (session.judge_prefixes + [(tuple(prefix), cache)])[-4:]
+        return k, cache
+
+    def verdicts(self, session: "EfficientSession", prompts: Sequence[str], choices,
                  max_new_tokens: int = 4) -> list[Verdict]:
-        """All `prompts` (each about the session's image) as one left-padded batch; greedy, at most
-        `max_new_tokens` tokens each; a row stops once it names a choice or ends."""
+        """All `prompts` (each about the session's image) as one batch over their shared prefix
+        (encoded once; the rest left-padded after it); greedy, at most `max_new_tokens` tokens each;
+        a row stops once it names a choice or ends."""
         if not prompts:
             return []
         with self.counting():
@@ -248,18 +288,23 @@ class GenerationCore(_Base):
             self.stats.judge_prompts += len(prompts)
             # tokenised as the processor tokenises a prompt (same special tokens as the naive path)
             rows = [self.tokenizer(self.chat_text(p))["input_ids"] for p in prompts]
-            b, width = len(rows), max(len(r) for r in rows)
+            options = per_prompt(choices, len(prompts))
+            k, pcache = self.judge_prefix(session, rows)
+            b = len(rows)
+            tails = [r[k:] for r in rows]
+            width = max(len(t) for t in tails)
             ids = torch.full((b, width), self.pad_id, dtype=torch.long)
-            mask = torch.zeros((b, width), dtype=torch.long)
+            tmask = torch.zeros((b, width), dtype=torch.long)
             xmask = torch.zeros((b, width) + tuple(session.xrow.shape[2:]), dtype=session.xrow.dtype)
-            for i, r in enumerate(rows):
-                ids[i, width - len(r):] = torch.tensor(r)
-                mask[i, width - len(r):] = 1
-                if self.image_token_id in r:
-                    xmask[i, width - len(r) + r.index(self.image_token_id):] = session.xrow[0, 0]
-            ids, mask, xmask = ids.to(self.device), mask.to(self.device), xmask.to(self.device)
-            positions = (mask.cumsum(-1) - 1).clamp(min=0)
-            cache = self.expand(session.cache, b, self_layers=False)
+            for i, (r, t) in enumerate(zip(rows, tails)):
+                ids[i, width - len(t):] = torch.tensor(t)
+                tmask[i, width - len(t):] = 1
+                at = r.index(self.image_token_id) if self.image_token_id in r else None
+                xmask[i, width - len(t):] = self._xmask(session, t, k, at)
+            ids, tmask, xmask = ids.to(self.device), tmask.to(self.device), xmask.to(self.device)
+            positions = k + (tmask.cumsum(-1) - 1).clamp(min=0)
+            mask = torch.cat([torch.ones((b, k), dtype=tmask.dtype, device=self.device), tmask], dim=1)
+            cache = self.expand(pcache, b)
             logits, cache = self.forward(ids, cache, positions, xmask, attention_mask=mask)
             first = logits
             out: list[list[int]] = [[] for _ in range(b)]
@@ -277,14 +322,14 @@ class GenerationCore(_Base):
                         continue
                     out[i].append(t)
                     texts[i] += self.piece(t)
-                    if _first_choice(texts[i], choices) is not None:
+                    if _first_choice(texts[i], options[i]) is not None:
                         done[i] = True
                 if all(done) or step == max_new_tokens - 1:
                     break
                 mask = torch.cat([mask, torch.ones((b, 1), dtype=mask.dtype, device=mask.device)], dim=1)
                 last = last + 1
                 logits, cache = self.forward(nxt[:, None], cache, last, xmask[:, -1:], attention_mask=mask)
-            return [self._verdict(self.decode(o), first[i], choices) for i, o in enumerate(out)]
+            return [self._verdict(self.decode(o), first[i], options[i]) for i, o in enumerate(out)]
 
 
 class EfficientSession:
@@ -298,6 +343,7 @@ class EfficientSession:
         self.length = 0                   # positions in the cache
         self.xrow: torch.Tensor | None = None     # cross-attention mask row of a token after the image
         self._marks: list[tuple[int, str, torch.Tensor, int]] = []
+        self.judge_prefixes: list[tuple[tuple[int, ...], Any]] = []   # shared judge-prompt prefixes
 
     @property
     def text(self) -> str:
@@ -458,17 +504,18 @@ class NaiveCore(_Base):
         self.stats.generate_calls += int(count)
         return self.model.generate(**inputs, **kwargs)
 
-    def verdicts(self, session: "NaiveSession", prompts: Sequence[str], choices: Sequence[str],
+    def verdicts(self, session: "NaiveSession", prompts: Sequence[str], choices,
                  max_new_tokens: int = 4) -> list[Verdict]:
         out = []
+        options = per_prompt(choices, len(prompts))
         with self.counting():
-            for p in prompts:
+            for p, opts in zip(prompts, options):
                 self.stats.judge_calls += 1
                 self.stats.judge_prompts += 1
                 inputs = self._inputs(session.image, self.chat_text(p))
                 res = self._generate(inputs, max_new_tokens, greedy=True, logits=True, count=False)
                 new = [t for t in res.sequences[0, inputs["input_ids"].shape[1]:].tolist() if t not in self.eos_ids]
-                out.append(self._verdict(self.decode(new), res.logits[0][0].float(), choices))
+                out.append(self._verdict(self.decode(new), res.logits[0][0].float(), opts))
         return out
 
 

@@ -55,10 +55,13 @@ CRITERIA = {
     ),
 }
 
+# every judge prompt of a question starts the same way (question, then the answer so far), so a
+# batch of them, pre-checks and comparisons alike, shares that prefix and it is encoded once
+HEADER = "You are checking an answer to a question about the image.\n\nQuestion: {question}\n\nAnswer so far:\n{context}"
+
 PRECHECK = (
-    "Check the reasoning below for mistakes. Take the description of the image as true and judge only "
-    "the steps themselves; redo any calculation it makes.\n\n"
-    "Question: {question}\n\nWhat is known about the image:\n{context}\n\nReasoning to check:\n{body}\n\n"
+    "Task: check the reasoning below for mistakes. Take what the answer says about the image as true and "
+    "judge only the steps themselves; redo any calculation it makes.\n\nReasoning to check:\n{body}\n\n"
     "Reply with one word: correct if you find no mistake, incorrect if you find one."
 )
 
@@ -73,19 +76,21 @@ def stage_body(kind: str, text: str) -> str:
     return text.strip()
 
 
+def _header(question: str, context: str) -> str:
+    return HEADER.format(question=question, context=context.strip() or "(nothing yet)")
+
+
 def compare_prompt(kind: str, question: str, context: str, a: str, b: str) -> str:
     what, criterion = CRITERIA[kind]
-    parts = [f"You are judging two candidates for {what}, written in reply to a question about the image.",
-             f"Question: {question}"]
-    if context.strip():
-        parts.append(f"Text written so far:\n{context.strip()}")
-    parts += [f"What to look for: {criterion}", f"Candidate 1:\n{a}", f"Candidate 2:\n{b}",
-              "Which candidate is better? Reply with the number 1 or 2 only."]
-    return "\n\n".join(parts)
+    return "\n\n".join([
+        _header(question, context),
+        f"Task: compare two candidates for {what}. {criterion}",
+        f"Candidate 1:\n{a}", f"Candidate 2:\n{b}",
+        "Which candidate is better? Reply with the number 1 or 2 only."])
 
 
 def precheck_prompt(question: str, context: str, body: str) -> str:
-    return PRECHECK.format(question=question, context=context.strip() or "(nothing)", body=body)
+    return _header(question, context) + "\n\n" + PRECHECK.format(body=body)
 
 
 @dataclass
@@ -112,13 +117,15 @@ class Judge:
             self._own = (session, core.open(session.image, session.question))
         return core, self._own[1]
 
-    def verdicts(self, session: Session, prompts: Sequence[str], choices: Sequence[str]) -> list[Verdict]:
+    def verdicts(self, session: Session, prompts: Sequence[str], choices) -> list[Verdict]:
+        """choices: one tuple for all prompts, or one per prompt."""
         core, ctx = self._ctx(session)
         if not prompts:
             return []
         if core.batched:
             return core.verdicts(ctx, list(prompts), choices, self.max_new_tokens)
-        return [core.verdicts(ctx, [p], choices, self.max_new_tokens)[0] for p in prompts]
+        options = [choices] * len(prompts) if choices and isinstance(choices[0], str) else list(choices)
+        return [core.verdicts(ctx, [p], o, self.max_new_tokens)[0] for p, o in zip(prompts, options)]
 
     @property
     def batched(self) -> bool:
@@ -139,33 +146,43 @@ class Judge:
         batched = core.batched
         flags: dict[int, bool] = {}
 
-        def flagged(idxs: list[int]) -> None:
-            # reasoning pre-check. Batched: every candidate once, in one call. Naive: per comparison,
-            # again each time a candidate comes up (as the public code does)
-            todo = [i for i in idxs if batched is False or i not in flags]
-            prompts = [precheck_prompt(session.question, context, bodies[i]) for i in todo]
-            for i, v in zip(todo, self.verdicts(session, prompts, CHECK)):
-                flags[i] = v.choice == 0
+        def flagged(i: int) -> None:
+            # one-by-one reasoning pre-check: per comparison, again each time a candidate comes up
+            # (as the public code does). Batched cores pre-check every candidate once (below).
+            flags[i] = self.verdicts(session, [precheck_prompt(session.question, context, bodies[i])],
+                                     CHECK)[0].choice == 0
 
-        if kind == "reasoning" and batched:
-            flagged(pool)
         result = KnockoutResult(pool[0])
+        first_round = True
         while len(pool) > 1:
             order = pool[:]
             rng.shuffle(order)
             pairs = [(order[i], order[i + 1]) for i in range(0, len(order) - 1, 2)]
             bye = [order[-1]] if len(order) % 2 else []
             winners: dict[tuple[int, int], int] = {}
+            if kind == "reasoning" and batched and first_round:
+                # one call: the pre-check of every candidate and, speculatively, every first-round
+                # comparison (its verdict is used only when neither side was found wrong)
+                prompts = [precheck_prompt(session.question, context, bodies[i]) for i in pool]
+                prompts += [compare_prompt(kind, session.question, context, bodies[a], bodies[b]) for a, b in pairs]
+                got = self.verdicts(session, prompts, [CHECK] * len(pool) + [PICK] * len(pairs))
+                for i, v in zip(pool, got):
+                    flags[i] = v.choice == 0
+                for (a, b), v in zip(pairs, got[len(pool):]):
+                    winners[(a, b)] = b if flags[a] else a if flags[b] else (a if v.choice == 0 else b)
+            first_round = False
             ask: list[tuple[int, int]] = []
             for a, b in pairs:
+                if (a, b) in winners:
+                    continue
                 if kind == "reasoning":
                     if not batched:
-                        flagged([a])
+                        flagged(a)
                     if flags[a]:
                         winners[(a, b)] = b
                         continue
                     if not batched:
-                        flagged([b])
+                        flagged(b)
                     if flags[b]:
                         winners[(a, b)] = a
                         continue

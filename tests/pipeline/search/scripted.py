@@ -95,7 +95,8 @@ class ScriptedCore:
         self.log.append(("verdicts", len(prompts)))
         self.prompts += prompts
         out = []
-        for p in prompts:
+        options = [choices] * len(prompts) if isinstance(choices[0], str) else list(choices)
+        for p, choices in zip(prompts, options):
             pair, body = compared(p), checked(p)
             if pair is not None:
                 c = self.prefer(*pair)

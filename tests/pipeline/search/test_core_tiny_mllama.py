@@ -8,6 +8,7 @@ import random
 import pytest
 
 torch = pytest.importorskip("torch")
+pytestmark = pytest.mark.slow
 
 from pipeline.search import SearchConfig, run  # noqa: E402
 from pipeline.search.base import Candidate  # noqa: E402
@@ -16,7 +17,8 @@ from pipeline.search.judge import Judge  # noqa: E402
 from pipeline.stages import CLOSE, OPEN, STAGES  # noqa: E402
 
 QUESTION = "How many red cubes are there?"
-SMALL = {"summary": 10, "caption": 12, "reasoning": 14, "conclusion": 6}
+SMALL = {"summary": 8, "caption": 10, "reasoning": 10, "conclusion": 4}
+TINY = {"summary": 5, "caption": 5, "reasoning": 6, "conclusion": 3}
 
 
 def cores(tiny, **kw):
@@ -29,7 +31,7 @@ def cores(tiny, **kw):
 def test_greedy_efficient_and_naive_choose_the_same_text(tiny, image, strategy, beam):
     eff, naive = cores(tiny, greedy=True)
     try:
-        cfg = dict(beam=beam, budgets=SMALL, greedy=True, sentence_tokens=8, max_sentences=3,
+        cfg = dict(beam=beam, budgets=TINY if strategy == "retrace" else SMALL, greedy=True, sentence_tokens=8, max_sentences=3,
                    n_captions=2, n_reasonings=2, max_retraces=1, cutoff=2.0)   # cutoff 2: always retrace
         a = run(strategy, eff, image, QUESTION, SearchConfig(**cfg))
         b = run(strategy, naive, image, QUESTION, SearchConfig(**cfg))
@@ -56,8 +58,8 @@ def test_batched_judge_and_one_by_one_judge_decide_the_same(tiny, image, kind):
             res.append((ko.winner, ko.comparisons, ko.flagged))
         assert res[0][:2] == res[1][:2] and len(res[0][1]) == 4
         assert set(res[1][2]) <= set(res[0][2])   # batched pre-checks every candidate, naive those that come up
-        rounds = 3 + (kind == "reasoning")                    # 5 -> 3 -> 2 -> 1 (+ the pre-check batch)
-        assert eff.stats.judge_calls <= rounds and naive.stats.judge_calls >= 4
+        # 5 -> 3 -> 2 -> 1: three rounds (the reasoning pre-check rides in the first)
+        assert eff.stats.judge_calls <= 3 and naive.stats.judge_calls >= 4
     finally:
         eff.close(), naive.close()
 
@@ -104,14 +106,14 @@ def test_n_candidates_are_one_batched_call_over_a_prefix_encoded_once(tiny, imag
     eff, naive = cores(tiny, suppress_eos=True)
     n = 4
     try:
-        cfg = SearchConfig(beam=n, budgets=SMALL)
+        cfg = SearchConfig(beam=n, budgets=TINY)
         a = run("stage_beam", eff, image, QUESTION, cfg)
         b = run("stage_beam", naive, image, QUESTION, cfg)
     finally:
         eff.close(), naive.close()
     assert a.stats["generate_calls"] == 4                     # one per stage, whatever N
     assert a.stats["vision_calls"] == 1                       # the image, encoded once
-    assert a.stats["judge_calls"] <= 4 * 2 + 1                # 2 rounds per stage, + the pre-check batch
+    assert a.stats["judge_calls"] <= 4 * 2                    # 2 rounds per stage (the pre-check rides along)
     assert b.stats["generate_calls"] == 4 * n                 # the public structure: one per candidate
     assert b.stats["judge_calls"] >= 4 * (n - 1)
     assert b.stats["vision_calls"] == b.stats["generate_calls"] + b.stats["judge_calls"]
@@ -155,7 +157,7 @@ def test_a_separate_judge_model(tiny, image):
     model, processor = tiny
     gen, judge = GenerationCore(model, processor), GenerationCore(model, processor)
     try:
-        res = run("stage_beam", gen, image, QUESTION, SearchConfig(beam=2, budgets=SMALL), judge=judge)
+        res = run("stage_beam", gen, image, QUESTION, SearchConfig(beam=2, budgets=TINY), judge=judge)
     finally:
         gen.close(), judge.close()
     assert res.stats["judge_calls"] == 0 and res.stats["judge_judge_calls"] >= 4
