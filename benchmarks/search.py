@@ -59,7 +59,12 @@ def find_model(explicit: str | None, train_steps: int) -> tuple[str, str]:
     base = write_tiny_model(HERE / "out" / "search" / "tiny_model")
     if train_steps <= 0:
         return base, "embedded tiny model, random weights"
-    return train_tags(base, HERE / "out" / "search" / f"tiny_tags_judge_{train_steps}", train_steps), \
+    import hashlib
+
+    from pipeline.search import judge
+
+    prompts = hashlib.sha256(repr((judge.HEADER, judge.PRECHECK, judge.CRITERIA)).encode()).hexdigest()[:8]
+    return train_tags(base, HERE / "out" / "search" / f"tiny_tags_judge_{train_steps}_{prompts}", train_steps), \
         f"embedded tiny model taught the four tags and the judge's reply format ({train_steps} steps here)"
 
 

@@ -205,7 +205,10 @@ class GenerationCore(_Base):
         if greedy:
             return torch.argmax(logits, dim=-1)
         probs = torch.softmax(logits.float() / self.temperature, dim=-1)
-        sp, si = torch.sort(probs, dim=-1, descending=True)
+        # the nucleus nearly always lies in the top 64: sort only those unless they fall short
+        sp, si = torch.topk(probs, min(64, probs.shape[-1]), dim=-1)
+        if bool((sp.sum(-1) < self.top_p).any()):
+            sp, si = torch.sort(probs, dim=-1, descending=True)
         keep = (sp.cumsum(-1) - sp) < self.top_p          # the smallest set reaching top_p
         sp = sp * keep
         pick = torch.multinomial(sp.cpu(), 1, generator=self.generator).to(si.device)
@@ -338,7 +341,7 @@ class EfficientSession:
         self.ids: list[int] = []          # committed answer tokens
         self.pending: list[int] = []      # committed but not yet fed (fed when the next step needs them)
         self._text = ""
-        self.cache = None                 # one row: prompt + committed tokens (all but none pending)
+        self.cache = None                 # one row: prompt + committed tokens (except `pending`)
         self.logits: torch.Tensor | None = None   # next-token logits after the cache, (1, V)
         self.length = 0                   # positions in the cache
         self.xrow: torch.Tensor | None = None     # cross-attention mask row of a token after the image

@@ -60,8 +60,8 @@ CRITERIA = {
 HEADER = "You are checking an answer to a question about the image.\n\nQuestion: {question}\n\nAnswer so far:\n{context}"
 
 PRECHECK = (
-    "Task: check the reasoning below for mistakes. Take what the answer says about the image as true and "
-    "judge only the steps themselves; redo any calculation it makes.\n\nReasoning to check:\n{body}\n\n"
+    "Task: check the {what} below for mistakes. Take what the answer says about the image as true and "
+    "judge only the {what} itself; redo any calculation it makes.\n\n{What} to check:\n{body}\n\n"
     "Reply with one word: correct if you find no mistake, incorrect if you find one."
 )
 
@@ -89,8 +89,11 @@ def compare_prompt(kind: str, question: str, context: str, a: str, b: str) -> st
         "Which candidate is better? Reply with the number 1 or 2 only."])
 
 
-def precheck_prompt(question: str, context: str, body: str) -> str:
-    return _header(question, context) + "\n\n" + PRECHECK.format(body=body)
+def precheck_prompt(question: str, context: str, body: str, what: str = "reasoning") -> str:
+    """The correctness check: of a reasoning candidate (the knockout's pre-check), or of any newest
+    part of an answer (the retracing search's default scorer)."""
+    return _header(question, context) + "\n\n" + PRECHECK.format(what=what, What=what[:1].upper() + what[1:],
+                                                                  body=body)
 
 
 @dataclass

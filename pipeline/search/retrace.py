@@ -30,8 +30,8 @@ class SelfCheckScorer:
 
     def batch(self, image, question: str, texts: Sequence[str]) -> list[float]:
         prev = self.session.text          # every text is the answer so far + one candidate
-        prompts = [precheck_prompt(question, prev, t[len(prev):].strip() if t.startswith(prev) else t)
-                   for t in texts]
+        prompts = [precheck_prompt(question, prev, t[len(prev):].strip() if t.startswith(prev) else t,
+                                   what="latest part of the answer") for t in texts]
         return [1.0 if v.choice == 1 else 0.0 for v in self.judge.verdicts(self.session, prompts, CHECK)]
 
     def __call__(self, image, question: str, text: str) -> float:

@@ -29,7 +29,7 @@ def compared(prompt: str) -> tuple[str, str] | None:
 
 
 def checked(prompt: str) -> str | None:
-    m = re.search(r"Reasoning to check:\n(.*?)\n\nReply with one word", prompt, re.S)
+    m = re.search(r"(?:Reasoning|Latest part of the answer) to check:\n(.*?)\n\nReply with one word", prompt, re.S)
     return m.group(1) if m else None
 
 

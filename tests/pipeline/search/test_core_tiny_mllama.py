@@ -175,3 +175,18 @@ def test_command_prints_the_four_stages(tiny_model_dir, image, tmp_path, capsys)
     out = capsys.readouterr()
     assert all(f"{s.upper()}:" in out.out for s in STAGES)
     assert "forward tokens" in out.err
+
+
+@pytest.mark.parametrize("vocab", [50, 1000])
+def test_nucleus_sampling_draws_only_from_the_top_p_set(vocab):
+    core = GenerationCore.__new__(GenerationCore)          # the sampler alone, no model
+    core.temperature, core.top_p, core.suppress_eos, core.eos_ids = 0.6, 0.9, False, []
+    core.generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, vocab, generator=torch.Generator().manual_seed(vocab)) * 3
+    for row in range(2):
+        probs = torch.softmax(logits[row] / 0.6, -1)
+        sp, si = probs.sort(descending=True)
+        allowed = set(si[(sp.cumsum(0) - sp) < 0.9].tolist())
+        draws = {int(core.choose(logits, False)[row]) for _ in range(400)}
+        assert draws <= allowed and len(draws) > 1
+    assert core.choose(logits, True).tolist() == logits.argmax(-1).tolist()
