@@ -20,16 +20,18 @@ import dagster as dg
 # observable source assets are "beta" in Dagster 1.x; the warning says nothing a user can act on
 warnings.filterwarnings("ignore", category=dg.BetaWarning)
 
-from assets import dataset, sources, training, validated
+from assets import dataset, evaluation, sources, training, validated
 from assets.annotations import build_annotations_asset
 from jobs.annotation import raw_data_sensor, reannotate_job, reannotate_schedule
-from jobs.main import dataset_job, main_job, observe_sources_job
+from jobs.main import dataset_job, evaluation_job, main_job, observe_sources_job, report_job
 from resources import DataStore, DatasetSettings, QualityThresholds, SamplingPlan
 from resources.launcher import DEFAULT_MODEL, TrainingLauncher, TrainingSettings, launcher_from_env
+from resources.evaluation import EvaluationSettings
 from resources.teacher import teacher_from_env
 
 DEPLOYMENT = os.environ.get("LLAVACOT_DEPLOYMENT", "demo")
 TINY_STEPS = 6  # the demo's fine-tuning: optimizer steps of the tiny model
+TINY_BUDGETS = {"summary": 16, "caption": 16, "reasoning": 24, "conclusion": 8}  # new tokens per stage
 
 
 def _resources(deployment: str) -> dict:
@@ -52,6 +54,8 @@ def _resources(deployment: str) -> dict:
             "launcher": TrainingLauncher(kind="local", nproc_per_node=2),
             "training": TrainingSettings(tiny_model=True, max_steps=TINY_STEPS, lr=2e-3, per_device_batch_size=2,
                                          save_every=TINY_STEPS, num_workers=0),
+            # the six tiny benchmark files of the embedded sample; short stage budgets for the tiny model
+            "evaluation": EvaluationSettings(write_demo_benchmarks=True, stage_budgets=TINY_BUDGETS),
         }
     if deployment == "production":
         return {
@@ -66,6 +70,7 @@ def _resources(deployment: str) -> dict:
             "launcher": launcher_from_env(),
             "training": TrainingSettings(model=os.environ.get("LLAVACOT_MODEL", DEFAULT_MODEL),
                                          output_dir=os.environ.get("LLAVACOT_TRAIN_OUTPUT", "")),
+            "evaluation": EvaluationSettings(benchmark_dir=os.environ.get("LLAVACOT_BENCHMARK_DIR", "")),
         }
     raise ValueError(f"LLAVACOT_DEPLOYMENT must be 'demo' or 'production', not {deployment!r}")
 
@@ -81,8 +86,10 @@ defs = dg.Definitions(
         validated.validated,
         dataset.cot_dataset,
         training.finetuned_model,
+        evaluation.benchmark_scores,
+        evaluation.benchmark_report,
     ],
-    jobs=[main_job, dataset_job, observe_sources_job, reannotate_job],
+    jobs=[main_job, dataset_job, evaluation_job, report_job, observe_sources_job, reannotate_job],
     schedules=[reannotate_schedule],
     sensors=[raw_data_sensor],
     resources=RESOURCES,

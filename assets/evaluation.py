@@ -1,6 +1,7 @@
 """benchmark_scores[benchmark x strategy] and benchmark_report: the fine-tuned model under each
 decoding strategy, scored by each benchmark's published rules."""
 import base64
+import functools
 import hashlib
 import json
 
@@ -19,6 +20,14 @@ benchmark_partitions = dg.MultiPartitionsDefinition({
     "strategy": dg.StaticPartitionsDefinition(STRATEGY_KEYS),
 })
 EVAL_VERSION = "1"
+
+
+@functools.lru_cache(maxsize=2)
+def _core(path: str, version: str, device: str, greedy: bool, seed: int):
+    """One loaded model per process and model version: the main command scores 30 partitions in a row."""
+    from pipeline.search import load_core
+
+    return load_core(path, device=device, greedy=greedy, seed=seed)
 
 
 def _latest(instance, name: str):
@@ -59,7 +68,7 @@ def lineage(instance) -> dict:
 def benchmark_scores(context: dg.AssetExecutionContext, data_store: DataStore, evaluation: EvaluationSettings,
                      teacher: Teacher) -> dg.MaterializeResult:
     from pipeline.evaluate.run import evaluate
-    from pipeline.search import SearchConfig, load_core, run
+    from pipeline.search import SearchConfig, run
 
     keys = context.partition_key.keys_by_dimension
     bench, key = keys["benchmark"], keys["strategy"]
@@ -70,7 +79,7 @@ def benchmark_scores(context: dg.AssetExecutionContext, data_store: DataStore, e
     if not out.is_local:
         raise dg.Failure(description="benchmark_scores keeps predictions in a local folder (appends, SQLite); "
                          "use a local data root or set evaluation.work_dir")
-    core = load_core(lin["model_path"], device=evaluation.device, greedy=evaluation.greedy, seed=evaluation.seed)
+    core = _core(lin["model_path"], lin["model_version"], evaluation.device, evaluation.greedy, evaluation.seed)
     config = SearchConfig(beam=max(beam, 1), budgets=dict(evaluation.stage_budgets), greedy=evaluation.greedy,
                           seed=evaluation.seed)
     calls = {"n": 0}
@@ -78,7 +87,8 @@ def benchmark_scores(context: dg.AssetExecutionContext, data_store: DataStore, e
     def predict(item):
         calls["n"] += 1
         result = run(strategy, core, item.image(), item.prompt, config)
-        return {"prediction": result.text, "seconds": round(result.seconds, 3), **{f"stats_{k}": v for k, v in result.stats.items()}}
+        return {"prediction": result.text, "search_seconds": round(result.seconds, 3),
+                **{f"stats_{k}": v for k, v in result.stats.items()}}
 
     folder = teacher.cache_folder(data_store.root().base)
     annotator, cleanup = teacher.build(folder, load_image=None, run_id=context.run_id, log=context.log.info)

@@ -112,6 +112,8 @@ def cmd_run(args) -> int:
               f"{time.monotonic() - t0:5.1f}s  ({why})", flush=True)
         if not result.success:
             failed.append("dataset")
+    if not failed and not args.partition:
+        failed += _evaluate(defs, instance, config, args.force)
     _report(store, partitions)
     print(f"runs recorded in {os.environ['DAGSTER_HOME']}; browse them with: dagster dev  (http://127.0.0.1:3000)")
     print(f"total {time.monotonic() - started:.1f}s")
@@ -119,6 +121,42 @@ def cmd_run(args) -> int:
         print(f"FAILED: {', '.join(failed)}", file=sys.stderr)
         return 1
     return 0
+
+
+def _run_job(defs, instance, job_name: str, label: str, config: str, force: bool, partition=None) -> bool:
+    """Run `job_name` (for one partition) unless it is up to date; print one line. False on failure."""
+    from jobs.freshness import CONFIG_TAG, stale_reason
+
+    t0 = time.monotonic()
+    why = "forced" if force else stale_reason(instance, defs, job_name, partition, config)
+    if why is None:
+        print(f"  {label:<28} up to date", flush=True)
+        return True
+    result = defs.resolve_job_def(job_name).execute_in_process(
+        instance=instance, raise_on_error=False, run_config=QUIET, tags={CONFIG_TAG: config},
+        **({"partition_key": partition} if partition else {}),
+    )
+    status = "ok" if result.success else "FAILED"
+    print(f"  {label:<28} {status:<6} run {result.run_id[:8]}  {time.monotonic() - t0:5.1f}s  ({why})", flush=True)
+    return result.success
+
+
+def _evaluate(defs, instance, config: str, force: bool) -> list[str]:
+    """Every benchmark x strategy partition, then the report."""
+    import dagster as dg
+
+    from assets.evaluation import STRATEGY_KEYS
+    from pipeline.evaluate import BENCHMARKS
+
+    failed = []
+    for bench in BENCHMARKS:
+        for key in STRATEGY_KEYS:
+            partition = dg.MultiPartitionKey({"benchmark": bench, "strategy": key})
+            if not _run_job(defs, instance, "evaluation", f"{bench} / {key}", config, force, partition):
+                failed.append(f"{bench}/{key}")
+    if not failed and not _run_job(defs, instance, "report", "benchmark report", config, force):
+        failed.append("report")
+    return failed
 
 
 def _last_observed(instance) -> dict[str, str]:

@@ -25,3 +25,16 @@ dataset_job = dg.define_asset_job(
     description="The assets over the whole dataset, after every source partition (the second part): "
     "the dataset, then fine-tuning on it.",
 )
+
+
+evaluation_job = dg.define_asset_job(
+    "evaluation",
+    selection=dg.AssetSelection.assets("benchmark_scores"),
+    description="One benchmark under one decoding strategy per run (benchmark x strategy partitions).",
+)
+
+report_job = dg.define_asset_job(
+    "report",
+    selection=dg.AssetSelection.assets("benchmark_report"),
+    description="The table and plot over every benchmark score.",
+)
