@@ -31,7 +31,7 @@ from resources.teacher import teacher_from_env
 
 DEPLOYMENT = os.environ.get("LLAVACOT_DEPLOYMENT", "demo")
 TINY_STEPS = 6  # the demo's fine-tuning: optimizer steps of the tiny model
-TINY_BUDGETS = {"summary": 16, "caption": 16, "reasoning": 24, "conclusion": 8}  # new tokens per stage
+TINY_BUDGETS = {"summary": 12, "caption": 12, "reasoning": 16, "conclusion": 6}  # new tokens per stage
 
 
 def _resources(deployment: str) -> dict:
@@ -55,7 +55,7 @@ def _resources(deployment: str) -> dict:
             "training": TrainingSettings(tiny_model=True, max_steps=TINY_STEPS, lr=2e-3, per_device_batch_size=2,
                                          save_every=TINY_STEPS, num_workers=0),
             # the six tiny benchmark files of the embedded sample; short stage budgets for the tiny model
-            "evaluation": EvaluationSettings(write_demo_benchmarks=True, stage_budgets=TINY_BUDGETS),
+            "evaluation": EvaluationSettings(write_demo_benchmarks=True, stage_budgets=TINY_BUDGETS, sentence_tokens=12),
         }
     if deployment == "production":
         return {

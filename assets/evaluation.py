@@ -81,7 +81,7 @@ def benchmark_scores(context: dg.AssetExecutionContext, data_store: DataStore, e
                          "use a local data root or set evaluation.work_dir")
     core = _core(lin["model_path"], lin["model_version"], evaluation.device, evaluation.greedy, evaluation.seed)
     config = SearchConfig(beam=max(beam, 1), budgets=dict(evaluation.stage_budgets), greedy=evaluation.greedy,
-                          seed=evaluation.seed)
+                          seed=evaluation.seed, sentence_tokens=evaluation.sentence_tokens)
     calls = {"n": 0}
 
     def predict(item):

@@ -15,6 +15,7 @@ class EvaluationSettings(dg.ConfigurableResource):
     scope: str = Field(default="conclusion", description="conclusion (default) or full: what is scored.")
     stage_budgets: dict[str, int] = Field(default_factory=lambda: dict(DEFAULT_BUDGETS),
                                           description="Max new tokens per stage.")
+    sentence_tokens: int = Field(default=64, description="sentence_beam: max new tokens of one sentence.")
 
     def benchmark_file(self, data_store, name: str) -> str:
         from pipeline.storage import Root
