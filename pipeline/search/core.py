@@ -141,6 +141,14 @@ class _Base:
         finally:
             self._active = outer
 
+    def reseed(self, seed: int | None = None) -> None:
+        """Restart the sampling random stream (the same seed gives the same candidates)."""
+        self.seed = self.seed if seed is None else seed
+        if hasattr(self, "generator"):
+            self.generator.manual_seed(self.seed)
+        else:
+            torch.manual_seed(self.seed)      # the naive core samples inside `generate`
+
     def close(self) -> None:
         for h in self._hooks:
             h.remove()
@@ -254,29 +262,61 @@ class GenerationCore(_Base):
             m[max(0, image_at - start):] = session.xrow[0, 0]
         return m
 
+    def crop(self, cache, length: int):
+        """A view of `cache` (one row) holding only its first `length` text positions."""
+        new = copy.copy(cache)
+        new.layers = []
+        for i, layer in enumerate(cache.layers):
+            lay = copy.copy(layer)
+            if i not in self.cross_layers and layer.is_initialized and layer.keys is not None:
+                lay.keys, lay.values = layer.keys[..., :length, :], layer.values[..., :length, :]
+            new.layers.append(lay)
+        return new
+
+    @staticmethod
+    def _common(a: Sequence[int], b: Sequence[int], limit: int) -> int:
+        n = 0
+        for x, y in zip(a, b):
+            if n >= limit or x != y:
+                break
+            n += 1
+        return n
+
     def judge_prefix(self, session: "EfficientSession", rows: list[list[int]]):
-        """(k, cache): the first k tokens shared by every judge prompt in `rows`, encoded once (one row).
-        The comparisons of a round (and the rounds of a step) differ only after the criterion and the
-        text so far, so that long common part is computed once and expanded, not once per prompt."""
+        """(k, cache): the first k tokens of every judge prompt in `rows`, already encoded (one row).
+
+        The session keeps a few encoded judge prompts and prefixes (a small prefix cache): a batch
+        starts from the longest prefix it shares with any of them (a cached row cropped, no
+        recomputation), and when its prompts share more than that among themselves, the rest of the
+        common part is encoded once, on top, and kept. So the question and the answer so far are
+        encoded once for all the judge calls of a step and only extended from step to step; the
+        rows of a batch then differ only by what tells them apart (the candidates)."""
         shortest = min(len(r) for r in rows)
-        for key, cache in reversed(session.judge_prefixes):
-            k = len(key)
-            if k < shortest and all(tuple(r[:k]) == key for r in rows):
-                return k, cache
-        k = 0
+        j, base = 0, None
+        for key, cache in session.judge_prefixes:
+            n = min(self._common(key, r, shortest - 1) for r in rows)
+            if n > j:
+                j, base = n, cache
+        k = j
         if len(rows) > 1:
-            while k < shortest - 1 and all(r[k] == rows[0][k] for r in rows):
-                k += 1
-        if k < 8:
-            return 0, self.expand(session.cache, 1, self_layers=False)
-        prefix = rows[0][:k]
-        image_at = prefix.index(self.image_token_id) if self.image_token_id in prefix else None
-        cache = self.expand(session.cache, 1, self_layers=False)
-        ids = torch.tensor([prefix], dtype=torch.long, device=self.device)
-        xmask = self._xmask(session, prefix, 0, image_at)[None].to(self.device)
-        _, cache = self.forward(ids, cache, torch.arange(k, device=self.device)[None], xmask)
-        session.judge_prefixes = (session.judge_prefixes + [(tuple(prefix), cache)])[-4:]
+            k = self._common(rows[0], rows[1], shortest - 1)
+            for r in rows[2:]:
+                k = self._common(rows[0], r, k)
+        base = self.crop(base, j) if base is not None else self.expand(session.cache, 1, self_layers=False)
+        if k - j < 8:
+            return j, base
+        ext = rows[0][j:k]
+        row = rows[0]
+        image_at = row.index(self.image_token_id) if self.image_token_id in row else None
+        ids = torch.tensor([ext], dtype=torch.long, device=self.device)
+        xmask = self._xmask(session, ext, j, image_at)[None].to(self.device)
+        _, cache = self.forward(ids, base, torch.arange(j, k, device=self.device)[None], xmask)
+        self.remember(session, rows[0][:k], cache)
         return k, cache
+
+    def remember(self, session: "EfficientSession", key: Sequence[int], cache) -> None:
+        snapshot = self.crop(cache, len(key))     # later decoding must not grow what is kept
+        session.judge_prefixes = (session.judge_prefixes + [(tuple(key), snapshot)])[-4:]
 
     def verdicts(self, session: "EfficientSession", prompts: Sequence[str], choices,
                  max_new_tokens: int = 4) -> list[Verdict]:
@@ -310,6 +350,8 @@ class GenerationCore(_Base):
             cache = self.expand(pcache, b)
             logits, cache = self.forward(ids, cache, positions, xmask, attention_mask=mask)
             first = logits
+            if b == 1:       # a lone prompt (a last round): kept whole, the next call may share it
+                self.remember(session, rows[0], cache)
             out: list[list[int]] = [[] for _ in range(b)]
             texts = [""] * b
             done = [False] * b

@@ -164,15 +164,11 @@ class Judge:
             bye = [order[-1]] if len(order) % 2 else []
             winners: dict[tuple[int, int], int] = {}
             if kind == "reasoning" and batched and first_round:
-                # one call: the pre-check of every candidate and, speculatively, every first-round
-                # comparison (its verdict is used only when neither side was found wrong)
-                prompts = [precheck_prompt(session.question, context, bodies[i]) for i in pool]
-                prompts += [compare_prompt(kind, session.question, context, bodies[a], bodies[b]) for a, b in pairs]
-                got = self.verdicts(session, prompts, [CHECK] * len(pool) + [PICK] * len(pairs))
+                # the pre-check of every candidate, one call, before the first round's comparisons
+                got = self.verdicts(session, [precheck_prompt(session.question, context, bodies[i]) for i in pool],
+                                    CHECK)
                 for i, v in zip(pool, got):
                     flags[i] = v.choice == 0
-                for (a, b), v in zip(pairs, got[len(pool):]):
-                    winners[(a, b)] = b if flags[a] else a if flags[b] else (a if v.choice == 0 else b)
             first_round = False
             ask: list[tuple[int, int]] = []
             for a, b in pairs:
