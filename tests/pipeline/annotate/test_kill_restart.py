@@ -31,6 +31,7 @@ REPO = Path(__file__).resolve().parents[3]
 CHILD = """
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 from pipeline.annotate.backends import OpenAIBackend
 from pipeline.annotate.partition import annotate_partition
@@ -38,13 +39,7 @@ from pipeline.storage import Root
 from tests.pipeline.annotate.conftest import API_KEY, make_annotator
 
 base_url, folder, sub, src = sys.argv[1], Path(sys.argv[2]), sys.argv[3], Root(sys.argv[4])
-
-class Server:
-    pass
-
-server = Server()
-server.base_url = base_url
-ann = make_annotator(server, folder, src, max_concurrency=16)
+ann = make_annotator(SimpleNamespace(base_url=base_url), folder, src, max_concurrency=16)
 ann.backend = OpenAIBackend(API_KEY, base_url, timeout_s=30.0)
 summary = annotate_partition("toy", sub, src, Root(str(folder / "out")), ann, log=lambda *_: None)
 print(summary.by_status, flush=True)
