@@ -3,15 +3,10 @@ import pytest
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
-    """The embedded tiny Mllama (pipeline.demo.tiny_model), or this folder's own builder."""
-    out = tmp_path_factory.mktemp("tiny_mllama") / "model"
-    try:
-        from pipeline.demo.tiny_model import write_tiny_model
-    except ImportError:
-        from .tiny_mllama import build_tiny_mllama
+    """The embedded tiny Mllama (random weights), written with save_pretrained."""
+    from pipeline.demo.tiny_model import write_tiny_model
 
-        return str(build_tiny_mllama(out))
-    return write_tiny_model(out)
+    return write_tiny_model(tmp_path_factory.mktemp("tiny_mllama") / "model")
 
 
 @pytest.fixture(scope="session")
