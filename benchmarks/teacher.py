@@ -342,9 +342,14 @@ def main() -> None:
 
 
 NOTES = """\
-What bounds it. Without faults the fake server is the limit: it needs about a core for ~125
-requests a second, and the client 2-3 ms of CPU a request (the openai client's HTTP stack, the
-cache and rate-budget transactions, prompts, parsing). With faults, the wall time cannot go below
+What bounds it. Without faults the ceiling is the server's pacing (32 slots of 0.25 s plus a few
+ms of its own per request: the minimal client reaches ~124 of 128 req/s, with the server using
+under a tenth of a core). Our client loses the rest to its CPU, 2-3 ms a request (the openai
+client's HTTP stack, the cache and rate-budget transactions, prompts, parsing): with a fixed
+latency the answers come back in bursts, and the last of a burst waits for the others to be
+processed. On this shared 2-core machine other processes take that CPU too: the same run at a
+load average of 4 measured 0.76 of the ceiling, hence the load in the figures and `--repeat`.
+With faults, the wall time cannot go below
 the work the server is asked for divided by {C} slots: every answer, refusal, 5xx and malformed
 reply holds a slot for the latency ({latency:g} s), a timeout for {hold:g} s, and a refusal costs the
 turn a further request (with the fake's default responder, whose answer to a retry ignores the
