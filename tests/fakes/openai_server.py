@@ -116,8 +116,9 @@ _VERDICT = re.compile(r"\bverdict\b", re.IGNORECASE)
 
 
 def default_responder(body: dict) -> str:
-    """Four stages whose conclusion is the `Standard answer: X` line of the last user message
-    (else "unknown"); "valid" for a judge request (system or user text mentions "verdict")."""
+    """Four stages whose conclusion is the last `Standard answer: X` line of the user messages
+    (else "unknown"; a retry's follow-up message carries none, the first one does); "valid" for a
+    judge request (system or user text mentions "verdict")."""
     messages = [m for m in body.get("messages") or [] if isinstance(m, dict)]
     for m in messages:
         if m.get("role") in ("system", "developer", "user"):
@@ -125,10 +126,11 @@ def default_responder(body: dict) -> str:
                 return "valid"
     answer = "unknown"
     users = [m for m in messages if m.get("role") == "user"]
-    if users:
-        found = [x for t in _texts(users[-1].get("content")) for x in _STANDARD.findall(t)]
+    for m in reversed(users):
+        found = [x for t in _texts(m.get("content")) for x in _STANDARD.findall(t)]
         if found and found[-1]:
             answer = found[-1]
+            break
     return (
         "<SUMMARY>I will look at the image, find the details the question asks about and work "
         "out the answer step by step.</SUMMARY>\n\n"
