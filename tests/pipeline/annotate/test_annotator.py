@@ -155,3 +155,40 @@ def test_bad_credentials_stop_the_run_with_a_clear_error(fake, tmp_path, toy_sou
     with pytest.raises(TeacherUnusable, match="refused the credentials") as info:
         run(fake, tmp_path, toy_source)
     assert "SECRET" not in str(info.value)
+
+
+def test_a_429_pauses_everyone_only_when_the_budget_is_spent(fake, tmp_path, toy_source):
+    from pipeline.annotate.backends import TransientError
+
+    ann = make_annotator(fake, tmp_path, toy_source[0])
+    try:
+        burst = TransientError("rate_limit", "429", 1.0, remaining=(50, 100_000))
+        spent = TransientError("rate_limit", "429", 1.0, remaining=(0, 100_000))
+        unknown = TransientError("rate_limit", "429", 1.0)
+        assert ann._pause_everyone(burst, 2_000) is False  # budget remains: only this request waits
+        assert ann._pause_everyone(spent, 2_000) is True
+        assert ann._pause_everyone(unknown, 2_000) is True  # no headers: be careful
+        ann._429_streak = 5
+        assert ann._pause_everyone(burst, 2_000) is True  # refusals keep coming whatever the headers say
+    finally:
+        ann.cache.close()
+
+
+def test_429s_with_retry_after_are_honoured_and_the_turns_finish(fake, tmp_path, toy_source, monkeypatch):
+    import asyncio
+
+    from pipeline.annotate import annotator as annotator_module
+
+    waits = []
+    real_sleep = asyncio.sleep
+
+    async def recording_sleep(seconds, *args, **kwargs):
+        waits.append(seconds)
+        await real_sleep(0)
+
+    monkeypatch.setattr(annotator_module.asyncio, "sleep", recording_sleep)
+    fake.configure(fail_first=2, fail_first_kind="rate_limit", retry_after=0.3)
+    summary, rows, ann = run(fake, tmp_path, toy_source)
+    assert {r["status"] for r in rows} == {"ok"}
+    assert ann.stats.faults["rate_limit"] == 2 * 15  # each request refused twice, then answered
+    assert waits.count(0.3) == 30  # every refusal waited exactly its Retry-After
