@@ -192,3 +192,19 @@ def test_429s_with_retry_after_are_honoured_and_the_turns_finish(fake, tmp_path,
     assert {r["status"] for r in rows} == {"ok"}
     assert ann.stats.faults["rate_limit"] == 2 * 15  # each request refused twice, then answered
     assert waits.count(0.3) == 30  # every refusal waited exactly its Retry-After
+
+
+def test_identical_requests_in_flight_are_paid_for_once(fake, tmp_path):
+    import pyarrow as pa
+
+    from pipeline import schema
+    from tests.pipeline.annotate.conftest import sample_rows
+
+    source_root, sub = write_toy_source(tmp_path, 4)
+    rows = sample_rows(4)
+    twins = [dict(r, id=r["id"] + "-copy") for r in rows[:3]]  # same question, answer and image
+    pq.write_table(pa.Table.from_pylist(rows + twins, schema=schema.SAMPLE), sub)
+    summary, out_rows, ann = run(fake, tmp_path, (source_root, sub))
+    assert len(out_rows) == 5 + 3 and {r["status"] for r in out_rows} == {"ok"}
+    assert fake.stats()["received"] == 5  # the three copies rode on their twins' requests
+    assert fake.stats()["answered_twice"] == []
