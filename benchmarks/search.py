@@ -27,11 +27,12 @@ import argparse
 import json
 import os
 import platform
-import re
 import sys
 import time
 from datetime import date
 from pathlib import Path
+
+from readme import write_readme_section  # benchmarks/readme.py (the script's folder is on sys.path)
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -297,22 +298,6 @@ def main() -> None:
             "(`--train-steps 0`) no candidate ever closes its tag and every verdict runs to its 4-token cap.\n"
         )
         write_readme_section("search", body)
-
-
-def write_readme_section(name: str, body: str) -> None:
-    """Replace (or append) `## <name>` in benchmarks/README.md; other sections stay untouched."""
-    path = HERE / "README.md"
-    text = path.read_text() if path.exists() else (
-        "# Benchmarks\n\nPerformance scripts that print ratios measured in one run (not tests). "
-        "One section per script, with its latest figures and the exact command.\n"
-    )
-    section = f"## {name}\n\n{body.rstrip()}\n"
-    pattern = re.compile(rf"^## {re.escape(name)}\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: section + "\n", text).rstrip() + "\n"
-    else:
-        text = text.rstrip() + "\n\n" + section
-    path.write_text(text)
 
 
 if __name__ == "__main__":

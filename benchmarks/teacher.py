@@ -38,6 +38,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from readme import write_readme_section  # benchmarks/readme.py (the script's folder is on sys.path)
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(REPO))
@@ -372,22 +374,6 @@ Changes made to reach these figures (first run: 74.9 req/s = 0.61 of the ceiling
   only that request waits its Retry-After (a shared 1 s pause per 429 at 4 % 429s had the run
   paused most of the time). A 5xx no longer takes the rate-limit reset headers as a Retry-After.
 """
-
-
-def write_readme_section(name: str, body: str) -> None:
-    """Replace (or append) `## <name>` in benchmarks/README.md; other sections stay untouched."""
-    path = HERE / "README.md"
-    text = path.read_text() if path.exists() else (
-        "# Benchmarks\n\nPerformance scripts that print ratios measured in one run (not tests). "
-        "One section per script, with its latest figures and the exact command.\n"
-    )
-    section = f"## {name}\n\n{body.rstrip()}\n"
-    pattern = re.compile(rf"^## {re.escape(name)}\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: section + "\n", text).rstrip() + "\n"
-    else:
-        text = text.rstrip() + "\n\n" + section
-    path.write_text(text)
 
 
 if __name__ == "__main__":

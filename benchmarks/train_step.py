@@ -29,6 +29,8 @@ import sys
 import time
 from pathlib import Path
 
+from readme import write_readme_section  # benchmarks/readme.py (the script's folder is on sys.path)
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(REPO))
@@ -189,21 +191,6 @@ def main() -> None:
             "process of the run (a rank: the interpreter with torch, DeepSpeed and transformers is most of it at this "
             "model size). With 0.3 M parameters the figures measure the fixed cost of a step (ZeRO-3's parameter "
             "gathers and partitioning, gloo all-reduces, the collator), which is what a regression would change.\n"))
-
-
-def write_readme_section(name: str, body: str) -> None:
-    """Replace (or append) `## <name>` in benchmarks/README.md; other sections stay untouched."""
-    path = HERE / "README.md"
-    text = path.read_text() if path.exists() else (
-        "# Benchmarks\n\nPerformance scripts that print ratios measured in one run (not tests). "
-        "One section per script, with its latest figures and the exact command.\n")
-    section = f"## {name}\n\n{body.rstrip()}\n"
-    pattern = re.compile(rf"^## {re.escape(name)}\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: section + "\n", text).rstrip() + "\n"
-    else:
-        text = text.rstrip() + "\n\n" + section
-    path.write_text(text)
 
 
 if __name__ == "__main__":

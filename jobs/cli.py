@@ -51,8 +51,6 @@ def _store(defs):
 
 
 def cmd_run(args) -> int:
-    import json
-
     from definitions import defs
     from jobs.freshness import CONFIG_TAG, config_fingerprint, stale_reason
     from pipeline import SOURCES

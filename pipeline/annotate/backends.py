@@ -132,8 +132,6 @@ class OfflineBackend:
 
 
 def offline_stages(turn) -> dict[str, str]:
-    from pipeline.sources.base import letter
-
     q = " ".join(turn.question.split())
     short_q = q if len(q) <= 160 else q[:157] + "..."
     answer = turn.answer.strip()

@@ -4,7 +4,7 @@ core does per token, and logs every call."""
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 from pipeline.search.base import Candidate, Verdict
