@@ -26,8 +26,9 @@ def _instance():
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
     if not config.exists():
-        # No telemetry: this machine may have no network, and users did not ask for it.
-        config.write_text("telemetry:\n  enabled: false\n")
+        # No telemetry (this machine may have no network, and users did not ask for it) and no
+        # newsletter pop-up in the UI.
+        config.write_text("telemetry:\n  enabled: false\nnux:\n  enabled: false\n")
     return dg.DagsterInstance.get()
 
 
