@@ -190,12 +190,22 @@ def child_datasets(images: Path, out: Path, n: int, cache: Path) -> dict:
     return {"seconds": seconds, "cpu": cpu_seconds() - c0, "bytes": target.stat().st_size, "files": 1}
 
 
+def child_read(images: Path, n: int) -> dict:
+    """The rows alone: the same generator, nothing written (what any writer fed by it must spend)."""
+    pool = text_pool()
+    c0, t0 = cpu_seconds(), time.perf_counter()
+    size = sum(len(r["image_bytes"]) for r in rows(images, n, pool))
+    return {"seconds": time.perf_counter() - t0, "cpu": cpu_seconds() - c0, "bytes": size, "files": 0}
+
+
 def child_main(args) -> None:
     import resource
 
     kind, images, out, n = args.child[0], Path(args.child[1]), Path(args.child[2]), int(args.child[3])
     if kind == "ours":
         res = child_ours(images, out, n, args.profile)
+    elif kind == "read":
+        res = child_read(images, n)
     else:
         res = child_datasets(images, out, n, Path(args.child[4]))
     res["peak_rss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
@@ -277,7 +287,7 @@ def main() -> None:
         load_before = os.getloadavg()
         results = {}
         for n in sizes:
-            runs: dict[str, list[dict]] = {"ours": [], "datasets": [], "disk": []}
+            runs: dict[str, list[dict]] = {"ours": [], "datasets": [], "disk": [], "read": []}
             # the paths take turns, `repeat` times: a disturbance from other load on the machine
             # hits one run, not one path; the best run of each path is reported
             for _ in range(1 if args.profile else args.repeat):
@@ -302,6 +312,7 @@ def main() -> None:
                     shutil.rmtree(cache)
                 os.sync()
                 runs["disk"].append(dd(base, ours["bytes"]))
+                runs["read"].append(run_child(["--child", "read", str(images), "-", str(n)]))
             best = {k: min(v, key=lambda r: r["seconds"]) if v else None for k, v in runs.items()}
             for k, v in runs.items():
                 if v and "peak_rss" in v[0]:
@@ -316,17 +327,20 @@ def main() -> None:
         lines = [f"load average before the runs: {load_before[0]:.2f} (1 min), after: {os.getloadavg()[0]:.2f}; "
                  f"{os.cpu_count()} CPUs"]
         for n, r in results.items():
-            o, d, k = r["ours"], r["datasets"], r["disk"]
+            o, d, k, rd = r["ours"], r["datasets"], r["disk"], r["read"]
             runs_note = lambda x: "" if len(x["all_seconds"]) < 2 else "  runs: " + ", ".join(f"{t:.1f}" for t in x["all_seconds"])
             lines.append(f"{n:,} rows ({o['bytes'] / 1e9:.2f} GB of Parquet, {o['files']} shards):")
             lines.append(f"  ours      {mbs(o):7,.0f} MB/s  {o['seconds']:6.1f} s  (CPU {o['cpu']:5.1f} s)  peak RSS {o['peak_rss'] / 2**20:,.0f} MiB{runs_note(o)}")
             if d:
                 lines.append(f"  datasets  {mbs(d):7,.0f} MB/s  {d['seconds']:6.1f} s  (CPU {d['cpu']:5.1f} s)  peak RSS {d['peak_rss'] / 2**20:,.0f} MiB{runs_note(d)}")
+            lines.append(f"  reading the rows alone (same generator, nothing written): {rd['seconds']:.1f} s "
+                         f"(CPU {rd['cpu']:.1f} s){runs_note(rd)}")
             lines.append(f"  disk (dd) {mbs(k):7,.0f} MB/s  {k['seconds']:6.1f} s  (bs=16M count={k['count']} conv=fdatasync){runs_note(k)}")
             if d:
                 ratio = d["seconds"] / o["seconds"]
                 lines.append(f"  ours/datasets (time ratio, same rows) {ratio:.2f}x   goal >= {GOAL_VS_DATASETS:g}x  "
-                             f"[{'met' if ratio >= GOAL_VS_DATASETS else 'NOT met'}]")
+                             f"[{'met' if ratio >= GOAL_VS_DATASETS else 'NOT met'}]   "
+                             f"(CPU time ratio in those runs: {d['cpu'] / o['cpu']:.2f}x)")
             ratio = mbs(o) / mbs(k)
             lines.append(f"  ours/disk {ratio:.0%}   goal >= {GOAL_VS_DISK:.0%}  [{'met' if ratio >= GOAL_VS_DISK else 'NOT met'}]")
         if len(results) > 1:

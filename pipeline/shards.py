@@ -30,8 +30,8 @@ import os
 import posixpath
 import queue
 import re
+import struct
 import threading
-from array import array
 from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -45,6 +45,9 @@ from pipeline.storage import Root
 
 MiB = 1 << 20
 TARGET_BYTES = 256 * MiB
+INFLIGHT = 2  # row groups handed to the writer thread and not yet written while the caller goes
+# on: with 1, the caller waited for the writer at every row group (variations in either's pace
+# were not absorbed); 2 was ~25 % faster for 32 MiB more memory
 ROW_GROUP_BYTES = 32 * MiB  # a row group closes at this many buffered bytes (or row_group_rows)
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = "llava-cot-shards/1"
@@ -129,59 +132,52 @@ class ShardInfo:
     replaced: bool = True  # False when an identical file was already in place (left untouched)
 
 
-class _ImageBlobs:
-    """The image bytes of a row group, copied into one of two reused buffers as rows arrive, with
-    their offsets: the `image.bytes` column is then built on that buffer without another copy.
-    Two buffers take turns: the writer thread may still be encoding the previous row group from
-    one while the next fills the other (`ShardWriter._send` waits for the writer to finish the
-    previous row group before handing over the next, so a buffer is never reused while a table
-    still points into it). Reused buffers matter: a fresh 32 MB allocation per row group (what
-    `b"".join` or Arrow's builder do) pays a page fault per 4 KB, which on VMs cost more than the
-    copy itself. The caller's bytes objects can be freed as soon as `add` returns."""
+class _ImageColumn:
+    """The `image` column of a row group, built without copying the image bytes: each image
+    becomes a one-value Arrow array over the caller's bytes object (zero-copy), and the column is a
+    chunked array of them. The Parquet encoder then copies each image once, into its page. That is
+    the only copy between the caller's bytes and the file: gathering the images into one buffer
+    first (`pa.array`, `b"".join`, or a reused buffer) was one more pass over every byte, and on
+    this machine memory bandwidth (~2 GB/s for data out of cache) is what each pass costs; a
+    chunk costs ~9 us whatever the image's size. The row group keeps references to the bytes
+    objects until it is written."""
 
-    def __init__(self, capacity: int) -> None:
-        self.capacity = capacity  # a row group's worth; the buffers grow to it as needed (lazily:
-        self._buffers = [bytearray(), bytearray()]  # a small dataset never allocates 2 x 36 MB)
-        self._turn = 0
+    def __init__(self) -> None:
         self.reset()
 
     def reset(self) -> None:
-        self.buf = self._buffers[self._turn]
-        self.size = 0
-        self.offsets = array("i", [0])
-        self.nulls: list[int] = []  # row indexes without an image
+        self.data: list = []
+        self.paths: list = []
 
-    def add(self, data) -> int:
-        if data is None:
-            self.nulls.append(len(self.offsets) - 1)
-            self.offsets.append(self.size)
-            return 0
-        n = len(data)
-        end = self.size + n
-        if end > len(self.buf):  # grow this buffer (no table points into it now)
-            grown = max(end, min(2 * len(self.buf), self.capacity), 1 << 20)
-            self.buf.extend(bytes(grown - len(self.buf)))
-        self.buf[self.size:end] = data
-        self.size = end
-        self.offsets.append(end)  # array("i"): OverflowError past 2 GiB (row groups are <= 1 GiB)
-        return n
+    def add(self, data, path) -> int:
+        if data is not None and not isinstance(data, bytes):
+            data = bytes(data)  # referenced until written: a mutable buffer could change meanwhile
+        self.data.append(data)
+        self.paths.append(path)
+        return len(data) if data is not None else 0
 
-    def take(self, paths: list) -> pa.StructArray:
-        """The `image` column of the rows added since the last take; switches buffers."""
-        n = len(self.offsets) - 1
-        data = pa.Array.from_buffers(
-            pa.binary(), n, [None, pa.py_buffer(self.offsets), pa.py_buffer(self.buf)[: self.size]])
-        mask = None
-        if self.nulls:
-            flags = [False] * n
-            for i in self.nulls:
-                flags[i] = True
-            mask = pa.array(flags, pa.bool_())
-        column = pa.StructArray.from_arrays(
-            [data, pa.array(paths, pa.string(), memory_pool=POOL)], fields=list(_IMAGE_TYPE), mask=mask)
-        self._turn ^= 1
+    def take(self) -> pa.ChunkedArray:
+        paths = pa.array(self.paths, pa.string(), memory_pool=POOL)
+        chunks = []
+        for i, data in enumerate(self.data):
+            if data is None:
+                chunks.append(pa.StructArray.from_arrays(
+                    [_EMPTY_BINARY, paths.slice(i, 1)], fields=_IMAGE_FIELDS, mask=_TRUE))
+                continue
+            n = len(data) if isinstance(data, bytes) else memoryview(data).nbytes
+            if n >= 1 << 31:
+                raise ValueError(f"an image of {n} bytes does not fit a Parquet binary value")
+            value = pa.Array.from_buffers(_BINARY, 1, [None, pa.py_buffer(_OFFSETS.pack(0, n)), pa.py_buffer(data)])
+            chunks.append(pa.StructArray.from_arrays([value, paths.slice(i, 1)], fields=_IMAGE_FIELDS))
         self.reset()
-        return column
+        return pa.chunked_array(chunks, _IMAGE_TYPE)
+
+
+_BINARY = pa.binary()
+_IMAGE_FIELDS = list(_IMAGE_TYPE)
+_OFFSETS = struct.Struct("<ii")
+_EMPTY_BINARY = pa.array([b""], pa.binary())
+_TRUE = pa.array([True])
 
 
 _FLUSH = object()
@@ -303,7 +299,9 @@ class _LocalHashingFile:
     that part of the file (mmap: the pages are still in the page cache, nothing is copied) while
     the next row group is encoded. With `writeback`, it then asks the kernel to start writing
     that part to disk (POSIX_FADV_DONTNEED starts asynchronous writeback of dirty pages on Linux),
-    so the disk works along the way instead of all at the final fsync."""
+    so the disk works along the way instead of all at the final fsync, and drops the part before
+    (clean by then) from the page cache: streaming 4 GB out, keeping the written pages cached made
+    the kernel reclaim memory inside our threads and doubled the system CPU time."""
 
     def __init__(self, path: str, writeback: bool = True, depth: int = 4) -> None:
         self.path = path
@@ -311,6 +309,7 @@ class _LocalHashingFile:
         self.hasher = hashlib.sha256()
         self.closed = False
         self._hashed = 0
+        self._dropped = 0
         self._writeback = writeback and hasattr(os, "posix_fadvise")
         self._error: BaseException | None = None
         self._fd = os.open(path, os.O_RDONLY)
@@ -337,7 +336,12 @@ class _LocalHashingFile:
                     with memoryview(m) as view:
                         self.hasher.update(view[start - base:])
                 if self._writeback:
+                    # starts writeback of this part; the part before, written back by now, is
+                    # clean and this drops it from the page cache (see _fsync)
                     os.posix_fadvise(self._fd, start, end - start, os.POSIX_FADV_DONTNEED)
+                    if start > self._dropped:  # (a length of 0 would mean "to the end")
+                        os.posix_fadvise(self._fd, self._dropped, start - self._dropped, os.POSIX_FADV_DONTNEED)
+                        self._dropped = start
                 self._hashed = end
             except BaseException as exc:  # noqa: BLE001 - raised in the writing thread
                 self._error = exc
@@ -416,11 +420,16 @@ def sha256_file(root: Root, rel: str, chunk: int = 8 * MiB) -> str:
     return h.hexdigest()
 
 
-def _fsync(root: Root, rel: str) -> None:
+def _fsync(root: Root, rel: str, drop_cache: bool = False) -> None:
+    """Flush a local file to disk; with `drop_cache`, then evict its (now clean) pages from the
+    page cache: a shard is not read again soon, and the memory it held would otherwise have to be
+    reclaimed (on a busy host, by the writing process itself) while the next one is written."""
     if root.is_local:
         fd = os.open(root.path(rel), os.O_RDONLY)
         try:
             os.fsync(fd)
+            if drop_cache and hasattr(os, "posix_fadvise"):
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
         finally:
             os.close(fd)
 
@@ -433,7 +442,7 @@ def _remove(root: Root, rel: str) -> None:
 
 
 def replace_if_changed(root: Root, tmp_rel: str, final_rel: str, sha256: str, size: int,
-                       durable: bool = True) -> bool:
+                       durable: bool = True, drop_cache: bool = False) -> bool:
     """Move `tmp_rel` onto `final_rel` unless `final_rel` already holds exactly these bytes (same
     size, same sha256): then drop the temporary file and leave the old one (and its mtime) alone.
     Returns True when the file was replaced. `durable` flushes the new file to disk before the
@@ -447,15 +456,14 @@ def replace_if_changed(root: Root, tmp_rel: str, final_rel: str, sha256: str, si
             _remove(root, tmp_rel)
             return False
     if durable:
-        _fsync(root, tmp_rel)
+        _fsync(root, tmp_rel, drop_cache)
     root.replace(tmp_rel, final_rel)
     return True
 
 
 def _new_columns() -> tuple[list, ...]:
-    """ids, sources, splits, image paths, turn roles, turn texts, turn end offsets (the image
-    bytes go to `_ImageBlobs`)."""
-    return ([], [], [], [], [], [], [])
+    """ids, sources, splits, turn roles, turn texts, turn end offsets (images: `_ImageColumn`)."""
+    return ([], [], [], [], [], [])
 
 
 class ShardWriter:
@@ -473,8 +481,9 @@ class ShardWriter:
     caller's thread collects rows and builds each row group's Arrow table; a writer thread encodes
     it into Parquet; a hash thread hashes what was written (and, on local disks, starts its
     writeback); a third places finished shards (fsync when `durable`, compare, rename) while the
-    next shard is written. Memory: the row group being collected plus the one being encoded, a few
-    pages in flight, and the open shard's footer; never the dataset.
+    next shard is written. Memory: the row group being collected plus at most `INFLIGHT` (2)
+    handed to the writer, a few pages in flight, and the open shard's footer; never the dataset.
+    The row group holds references to the rows' image bytes objects until it is written.
 
     `close()` finishes the last shard, removes stale shards of this prefix left by an earlier,
     larger run, and returns the `ShardInfo` list; `abort()` (or an exception inside `with`) removes
@@ -506,14 +515,14 @@ class ShardWriter:
         self._shard_sources: Counter[str] = Counter()
         # the open row group: column lists and its estimated size
         self._cols = _new_columns()
-        self._images = _ImageBlobs(self.row_group_bytes + 4 * MiB)
+        self._images = _ImageColumn()
         self._pending = 0
         # the writer thread's state
         self._file: _HashingFile | _LocalHashingFile | None = None
         self._writer: pq.ParquetWriter | None = None
         self._tmp: str | None = None
         self._error: BaseException | None = None
-        self._queue: queue.Queue = queue.Queue(maxsize=1)
+        self._queue: queue.Queue = queue.Queue(maxsize=INFLIGHT)
         self._finisher = ThreadPoolExecutor(1, thread_name_prefix=f"ShardWriter:{self.prefix}:place")
         self._finishing: list[tuple[Future, str, ShardInfo]] = []
         self._clean_temps()
@@ -548,12 +557,11 @@ class ShardWriter:
             raise ValueError(f"row {row.get('id')!r} has split {split!r}; this writer writes {self.split!r}")
         data = row.get("image_bytes")
         row_id, source, path = row["id"], row["source"], row.get("image_path")
-        ids, sources, splits, paths, roles, texts, ends = self._cols
+        ids, sources, splits, roles, texts, ends = self._cols
         ids.append(row_id)
         sources.append(source)
         splits.append(split)
-        paths.append(path)
-        size = 32 + len(row_id) + len(source) + self._images.add(data) + (len(path) if path else 0)
+        size = 32 + len(row_id) + len(source) + self._images.add(data, path) + (len(path) if path else 0)
         for t in row["conversations"]:  # flattened here: Arrow builds the list column from offsets
             value = t["value"]
             roles.append(t["from"])
@@ -576,7 +584,7 @@ class ShardWriter:
             self.add(row)
 
     def _flush(self) -> None:
-        ids, sources, splits, paths, roles, texts, ends = self._cols
+        ids, sources, splits, roles, texts, ends = self._cols
         if not ids:
             return
         turns = pa.StructArray.from_arrays(
@@ -587,12 +595,12 @@ class ShardWriter:
                                                  pool=POOL)
         table = pa.Table.from_arrays(
             [pa.array(ids, pa.string(), memory_pool=POOL), pa.array(sources, pa.string(), memory_pool=POOL),
-             pa.array(splits, pa.string(), memory_pool=POOL), self._images.take(paths), conversations],
+             pa.array(splits, pa.string(), memory_pool=POOL), self._images.take(), conversations],
             schema=SHARD_SCHEMA,
         )
         self._cols = _new_columns()
         self._pending = 0
-        del ids, sources, splits, paths, roles, texts, ends, turns, conversations
+        del ids, sources, splits, roles, texts, ends, turns, conversations
         self._send(("table", self._index, table))
 
     def _end_shard(self) -> None:
@@ -612,10 +620,10 @@ class ShardWriter:
                 break
             except queue.Full:
                 self._check_thread()
-        while self._queue.unfinished_tasks:
+        while self._queue.unfinished_tasks > INFLIGHT - 1 + (item[0] != "table"):
             with self._queue.all_tasks_done:
                 self._queue.all_tasks_done.wait(0.5)
-            if self._queue.unfinished_tasks:
+            if self._queue.unfinished_tasks > INFLIGHT - 1:
                 self._check_thread()
         self._raise_if_failed()
 
@@ -673,7 +681,8 @@ class ShardWriter:
         self._finishing.append((self._finisher.submit(self._place, tmp, info), tmp, info))
 
     def _place(self, tmp: str, info: ShardInfo) -> None:
-        info.replaced = replace_if_changed(self.out, tmp, info.name, info.sha256, info.bytes, durable=self.durable)
+        info.replaced = replace_if_changed(self.out, tmp, info.name, info.sha256, info.bytes,
+                                           durable=self.durable, drop_cache=True)
 
     def _wait_finishing(self) -> None:
         """Wait for the shards being placed; collect them in order; the first failure raises."""
@@ -727,6 +736,7 @@ class ShardWriter:
         """Drop the shard being written (its temporary file); finished shards stay."""
         self._closed = True
         self._cols = _new_columns()
+        self._images.reset()
         try:
             self._error = self._error or _Aborted()  # the thread skips whatever is still queued
             self._stop_thread()

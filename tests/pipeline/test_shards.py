@@ -152,12 +152,12 @@ def test_buffers_at_most_one_row_group(tmp_path, rows):
     with ShardWriter(Root(str(tmp_path)), "train", row_group_rows=3) as w:
         for r in rows:
             w.add(r)
-            assert len(w._cols[0]) < 3  # a full row group is handed to the writer thread at once
+            assert len(w._cols[0]) < 3 and len(w._images.data) < 3  # a full row group goes at once
     with ShardWriter(Root(str(tmp_path / "b")), "train", row_group_bytes=5_000) as w:
         for r in rows:
             w.add(r)
             assert w._pending < 5_000
-    assert all(len(b) <= 1 << 20 for b in w._images._buffers)  # two reused buffers, grown to fit
+    assert w._queue.unfinished_tasks == 0
 
 
 def test_row_of_another_split_is_refused(tmp_path, rows):
