@@ -208,7 +208,14 @@ def _report(store, partitions) -> None:
         splits = ", ".join(f"{k} {v['rows']} rows in {v['files']} shard(s)" for k, v in totals["splits"].items())
         print(f"\ndataset: {splits}\n  shards   {ds.uri}/data/\n  manifest {ds.uri}/manifest.json\n"
               f"  LLaVA-CoT JSONL export {ds.uri}/export/")
-    print(f"\nall outputs under {root.uri}/")
+    model = root.child("finetuned_model")
+    if model.exists("final"):
+        print(f"model:   {model.uri}/final/ (Hugging Face folder; loss in {model.uri}/metrics.jsonl)")
+    report = root.child("benchmark_report")
+    if report.exists("report.md"):
+        print(f"scores:  {report.uri}/report.md and score_vs_beam.png")
+    where = os.path.abspath(root.base) if root.is_local else root.uri
+    print(f"\nall outputs under {where}/")
 
 
 def main(argv: list[str] | None = None) -> int:
