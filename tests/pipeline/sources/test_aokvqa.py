@@ -3,30 +3,23 @@ from __future__ import annotations
 
 import json
 
-import pyarrow.parquet as pq
 import pytest
 
 from pipeline.demo import write_source
-from pipeline.ingest import ingest_source
 from pipeline.quarantine import Reject
 from pipeline.sources import SourceLayoutError, get_reader
 from pipeline.sources.base import Sample
 from pipeline.storage import Root
+from tests.pipeline.sources.helpers import ingest_demo, reject_key
 
 SOURCE = "aokvqa"
 
 
 def _ingest(tmp_path, seed=0):
-    src, out = Root(str(tmp_path / "src")), Root(str(tmp_path / "out"))
-    planted = write_source(SOURCE, src, seed=seed)
-    summary = ingest_source(SOURCE, src, out)
-    rows = {r["id"]: r for r in pq.read_table(out.path("samples.parquet")).to_pylist()}
-    rejects = pq.read_table(out.path("quarantine.parquet")).to_pylist()
-    return src, planted, summary, rows, rejects
+    return ingest_demo(SOURCE, tmp_path, seed)
 
 
-def _key(pairs):
-    return sorted(pairs, key=lambda p: (p[0] or "", p[1]))
+_key = reject_key
 
 
 def test_demo_ingests_with_exact_rows_and_planted_rejects(tmp_path):
