@@ -151,6 +151,10 @@ def _expect(buf, first: int | None, kind: str, what: str):
 
 
 def _shape_problem(buf, first: int | None, expected: str, what: str = "the file's top level") -> FileProblem:
+    if first not in (ord("["), ord("{")) and first is not None:
+        value = decode(buf)
+        if type(value) is BadRecord:
+            return FileProblem("unreadable_file", f"the file is not valid JSON: {value.detail}")
     found, rows = _describe(buf, first)
     return FileProblem("wrong_shape", f"{what} is {found}; expected {expected}", rows=rows)
 
