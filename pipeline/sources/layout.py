@@ -57,6 +57,11 @@ def _find(reader: Reader, given: Root, tried: list[str]) -> Root | None:
     tried.append(given.uri)
     if not given.isdir():
         return None
+    parent = given.parent()
+    inner = parent is not None and posixpath.basename(given.base) in reader.inner_names
+    if inner and reader.is_dataset_folder(parent):  # e.g. `data/sharegpt4v/`: the dataset is its parent
+        tried.append(parent.uri)
+        return parent
     if reader.is_dataset_folder(given):
         return given
     hits: dict[str, Root] = {}
@@ -86,11 +91,8 @@ def _find(reader: Reader, given: Root, tried: list[str]) -> Root | None:
             f"{', '.join(sorted(h.uri for h in hits.values()))}; point the source at one of them "
             "(reading one and ignoring the others would lose data silently)"
         )
-    parent = given.parent()
-    if parent is not None and posixpath.basename(given.base) in reader.inner_names:
+    if inner:
         tried.append(parent.uri)
-        if reader.is_dataset_folder(parent):
-            return parent
     return None
 
 
