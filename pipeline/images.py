@@ -180,7 +180,6 @@ class ImageChecker:
                             detail=f"image file {rel!r} is {size:,} bytes, above the limit of {MAX_IMAGE_BYTES:,}")
             else:
                 v = inspect(self.root.read_bytes(rel), rel)
-                self.decoded += 1
             self._seen[key] = v
             return v, size <= MAX_IMAGE_BYTES
         except OSError as exc:
