@@ -123,7 +123,7 @@ def aokvqa(top: Path) -> Tree:
     write_json(datasets / "aokvqa" / "aokvqa_v1p0_val.json", [aokvqa_record("2gNYDZKsHMcjDMPoRWkVJE", 42, "val")])
     write_json(datasets / "aokvqa" / "aokvqa_v1p0_test.json", [{**aokvqa_record("t1", 7, "test"),
                                                                "correct_choice_idx": None}])
-    image(datasets / "coco" / "train2017" / "000000299207.jpg")
+    image(datasets / "coco" / "train2017" / "000000299207.jpg", colour=(1, 2, 3))
     image(datasets / "coco" / "val2017" / "000000000042.jpg")
     (datasets / "coco" / "annotations").mkdir()
     ids = {"aokvqa/22MexNkBPpdZGX6sxbxVBH", "aokvqa/2gNYDZKsHMcjDMPoRWkVJE"}
