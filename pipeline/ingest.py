@@ -258,7 +258,7 @@ class _Ingest:
             elif kind is SampleBatch:
                 self.batch(item)
             elif kind is Skip:
-                self.skipped.append({"location": item.location, "reason": item.reason})
+                self.skipped.append({"location": item.location, "reason": item.reason, "rows": item.rows})
             else:
                 self.reject(item)
         if len(self.columns) >= 20_000:

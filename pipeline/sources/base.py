@@ -50,6 +50,7 @@ class Skip:
 
     location: str
     reason: str
+    rows: int = 0  # records passed over with it (0: a whole file or split, uncounted)
 
 
 @dataclass(slots=True)

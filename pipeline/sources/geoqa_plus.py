@@ -341,6 +341,7 @@ class GeoQAPlusReader(Reader):
     # -- form 2: Geo170K LLaVA instructions ------------------------------------------------------
 
     def _llava(self, root) -> Iterator[Item]:
+        others = 0
         for pos, rec in json_records(self, root, LLAVA_FILE):
             where = f"{LLAVA_FILE}#{pos}"
             nid = f"qa_tuning/{pos}"
@@ -356,9 +357,12 @@ class GeoQAPlusReader(Reader):
                 continue
             image = text(image) or None
             if image and not image.startswith(LLAVA_PREFIX):
-                continue  # a Geometry3K (or other) row of Geo170K: not this source
-            item = self._llava_item(rec, nid, image, where)
-            yield item
+                others += 1  # a Geometry3K (or other) row of Geo170K: not this source
+                continue
+            yield self._llava_item(rec, nid, image, where)
+        if others:
+            yield Skip(LLAVA_FILE, f"{others} records whose image is not under {LLAVA_PREFIX} (Geometry3K and other "
+                       "datasets of Geo170K)", rows=others)
 
     def _llava_item(self, rec: dict, nid: str, image: str | None, where: str) -> Item:
         conv = rec.get("conversations")

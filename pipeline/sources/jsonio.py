@@ -105,31 +105,46 @@ def records(root: Root, rel: str, key: str | None = None, kind: str = "array",
 
 
 def _records(buf, key: str | None, kind: str, finish) -> Iterator[tuple[object, object]]:
-    if kind == "object":
-        # an object of records is split by the scanner: a dict would merge a repeated key away
-        # silently (a problem listed twice must be seen twice); these files are small
-        if key is None and _first_byte(buf, 0) != ord("{"):
-            raise _shape_problem(buf, _first_byte(buf, 0), "an object of records")
-        yield from _scan_records(buf, key, kind, finish)
-        return
-    container = _container(buf, key, kind)
-    if container is None:  # msgspec could not split: the tolerant scanner
-        yield from _scan_records(buf, key, kind, finish)
-        return
+    container = None
     if kind == "array":
+        container = _container(buf, key, kind)
+    elif key is None and _first_byte(buf, 0) != ord("{"):
+        raise _shape_problem(buf, _first_byte(buf, 0), "an object of records")
+    if container is not None:
+        container, side = container
         yield from enumerate(map(finish, container))
-    else:
-        for k, raw in container.items():
-            yield k, finish(raw)
+        if side:  # the records were fine, another part of the file was not
+            raise FileProblem("unreadable_file", f"the file is not valid JSON outside its records ({side})", rows=0)
+        return
+    # The tolerant scanner: for a file msgspec cannot split, and for an object of records (a dict
+    # would merge a repeated key away silently: a problem listed twice must be seen twice).
+    error = _invalid(buf)
+    bad = 0
+    for k, value in _scan_records(buf, key, kind, finish):
+        bad += type(value) is BadRecord
+        yield k, value
+    if error and not bad:  # e.g. bytes after the document: nothing lost, but said
+        raise FileProblem("unreadable_file", f"the file is not valid JSON as a whole ({error}); its records "
+                          "were read one by one", rows=0)
+
+
+def _invalid(buf) -> str | None:
+    """Why the whole buffer is not one valid JSON document (None when it is)."""
+    try:
+        msgspec.json.decode(buf, type=msgspec.Raw)
+        return None
+    except (msgspec.DecodeError, RecursionError, ValueError) as exc:
+        return _why(exc)
 
 
 def _container(buf, key: str | None, kind: str):
-    """The container split by msgspec (list or dict of Raw), None when msgspec cannot parse the
-    file; FileProblem when it parses but the shape is wrong."""
+    """(the container split by msgspec: a list or dict of Raw, why the rest of the file is not
+    valid or None); None when msgspec cannot parse the file; FileProblem when it parses but the
+    shape is wrong."""
     top = _first_byte(buf, 0)
     try:
         if key is None:
-            return _expect(buf, top, kind, "the file's top level")
+            return _expect(buf, top, kind, "the file's top level"), None
         if top != ord("{"):
             raise _shape_problem(buf, top, f"an object with a {key!r} {_noun(kind)}")
         outer = _OBJECT.decode(buf)
@@ -137,7 +152,11 @@ def _container(buf, key: str | None, kind: str):
             raise FileProblem("wrong_shape", f"the top-level object has no {key!r} key "
                               f"(keys: {', '.join(sorted(outer)[:10]) or 'none'})", rows=None)
         inner = memoryview(outer[key])
-        return _expect(inner, _first_byte(inner, 0), kind, f"{key!r}")
+        side = None
+        for other, raw in outer.items():  # the small parts beside the records (`info`, ...)
+            if other != key and type(value := decode(raw)) is BadRecord:
+                side = f"{other!r}: {value.detail}"
+        return _expect(inner, _first_byte(inner, 0), kind, f"{key!r}"), side
     except (msgspec.DecodeError, RecursionError, ValueError):
         return None
 

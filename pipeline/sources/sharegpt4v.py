@@ -124,7 +124,9 @@ class ShareGPT4VReader(Reader):
 
     def read(self, root: Root) -> Iterator[Item]:
         for rel in annotation_files(root):
-            why = looks_like_llava(root, rel)
+            # files in sharegpt4v/ are this dataset's (an unreadable one is a reject); a top-level
+            # *.json may be anything: read only when it holds LLaVA-format records
+            why = None if rel.startswith("sharegpt4v/") else looks_like_llava(root, rel)
             if why:
                 yield Skip(rel, f"not ShareGPT4V/LLaVA records: {why}")
                 continue

@@ -175,7 +175,8 @@ def test_pickle_form_broken_files(tmp_path):
     assert rows["geoqa_plus/new-test/a_b"]["answer"] == "D"
     assert rows["geoqa_plus/new-test/a_b"]["image_path"].startswith("_derived/png/")
     got = sorted((r["native_id"] or "", r["reason"], r["location"]) for r in rejects)
-    assert summary.skipped == [{"location": "sub_dataset_dict.pk", "reason": AUXILIARY_PICKLES["sub_dataset_dict.pk"]}]
+    assert summary.skipped == [{"location": "sub_dataset_dict.pk", "reason": AUXILIARY_PICKLES["sub_dataset_dict.pk"],
+                                "rows": 0}]
     assert got == [
         ("", "malformed_record", "new-test.pk#3"),
         ("", "unreadable_file", "truncated.pk"),

@@ -167,12 +167,15 @@ def test_json_files_that_are_not_llava_records_are_skipped_and_reported(tmp_path
         {"from": "human", "value": "<image>\nQ?"}, {"from": "gpt", "value": "A."}]}])
     _read(tmp_path, "instances_train2017.json", {"images": [], "annotations": [], "categories": []}, where="")
     _read(tmp_path, "captions.json", [{"image_id": 1, "caption": "a cat"}], where="")
-    items = _read(tmp_path, "notes.json", "this is not json {")
+    items = _read(tmp_path, "notes.json", "this is not json {", where="")
     skips = sorted((i.location, i.reason) for i in items if isinstance(i, Skip))
-    assert [loc for loc, _ in skips] == ["captions.json", "instances_train2017.json", "sharegpt4v/notes.json"]
+    assert [loc for loc, _ in skips] == ["captions.json", "instances_train2017.json", "notes.json"]
     assert all(reason.startswith("not ShareGPT4V/LLaVA records") for _, reason in skips)
     assert [i.native_id for i in items if isinstance(i, Sample)] == ["good/1"]
     assert not [i for i in items if isinstance(i, Reject)]
+    # in sharegpt4v/ every file is this dataset's: an unreadable one is a reject, never a skip
+    items = _read(tmp_path, "broken.json", "this is not json {")
+    assert [(i.location, i.reason) for i in items if isinstance(i, Reject)] == [("sharegpt4v/broken.json", "unreadable_file")]
 
 
 def test_text_only_records_are_read_then_quarantined_as_no_image(tmp_path):
