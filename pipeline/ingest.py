@@ -18,12 +18,13 @@ from dataclasses import asdict, dataclass, field
 
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from pipeline import schema
 from pipeline.images import ImageChecker, Verdict
 from pipeline.quarantine import Reject
 from pipeline.sources import get_reader
-from pipeline.sources.base import Sample, SampleBatch, Skip
+from pipeline.sources.base import Sample, SampleBatch, SampleTable, Skip
 from pipeline.sources.layout import locate
 from pipeline.storage import Root
 from pipeline.tables import TableSink
@@ -80,6 +81,13 @@ def sample_row(s: Sample, image: Verdict = _NO_IMAGE) -> dict:
         "meta": meta_json(s.meta), "image_width": image.width, "image_height": image.height,
         "image_sha256": image.sha256,
     }
+
+
+def _sample_of(row: dict, source: str) -> Sample:
+    """A canonical row back as a Sample (to quarantine it with the same record as any other)."""
+    native = row["id"][len(source) + 1:]
+    return Sample(source, native, row["split"], row["image_path"], row["question"], row["answer"],
+                  row["conversations"], row["options"], row["hints"], json.loads(row["meta"]))
 
 
 def text_problem(question: str, answer: str, image_path: str | None) -> tuple[str, str] | None:
@@ -224,7 +232,7 @@ class _Ingest:
         self.window.append(item)
         if type(item) is Sample:
             self.window_samples += 1
-        elif type(item) is SampleBatch:
+        elif type(item) in (SampleBatch, SampleTable):
             self.window_samples += len(item)
         if self.window_samples >= WINDOW_SAMPLES:
             self.rotate()
@@ -240,6 +248,8 @@ class _Ingest:
                     paths.append(item.image_path)
             elif type(item) is SampleBatch:
                 paths += [p for p in item.image_paths if p]
+            elif type(item) is SampleTable:
+                paths += pc.unique(item.table.column("image_path")).drop_null().to_pylist()
         self.images.submit(dict.fromkeys(paths))
         previous, self.pending = self.pending, window
         self.finish(previous)
@@ -257,6 +267,8 @@ class _Ingest:
                 self.sample(item)
             elif kind is SampleBatch:
                 self.batch(item)
+            elif kind is SampleTable:
+                self.table(item)
             elif kind is Skip:
                 self.skipped.append({"location": item.location, "reason": item.reason, "rows": item.rows})
             else:
@@ -314,6 +326,43 @@ class _Ingest:
             if len(self.preview) >= PREVIEW_ROWS:
                 break
             self.preview.append(sample_row(b.sample(i), verdicts[i]))
+
+    def table(self, item: SampleTable) -> None:
+        """A batch already in Arrow columns: the same checks as `sample`, as kernels where they can be."""
+        t = item.table
+        paths = t.column("image_path").combine_chunks()
+        uniq = pc.unique(paths).drop_null()
+        verdicts = [self.images.verdict(p) for p in uniq.to_pylist()]
+        at = pc.index_in(paths, value_set=uniq)
+        image_ok = pc.fill_null(pc.take(pa.array([v.ok for v in verdicts], pa.bool_()), at), False)
+        text_ok = pc.and_(*(pc.greater(pc.utf8_length(pc.utf8_trim_whitespace(t.column(c).combine_chunks())), 0)
+                            for c in ("question", "answer")))
+        ok = pc.and_(image_ok, text_ok).to_pylist()
+        seen, keep = self.seen, []
+        for i, (sid, good) in enumerate(zip(t.column("id").to_pylist(), ok)):
+            if good and sid not in seen:
+                seen.add(sid)
+                keep.append(True)
+                continue
+            keep.append(False)
+            row = t.slice(i, 1).to_pylist()[0]
+            v = verdicts[at[i].as_py()] if at[i].is_valid else _NO_IMAGE
+            self.sample_rejected(_sample_of(row, item.source), v)
+        mask = pa.array(keep, pa.bool_())
+        kept = t.filter(mask)
+        if not kept.num_rows:
+            return
+        where = pc.filter(at, mask)
+        columns = [pc.take(pa.array(values, typ), where) for values, typ in (
+            ([v.width for v in verdicts], pa.int32()), ([v.height for v in verdicts], pa.int32()),
+            ([v.sha256 for v in verdicts], pa.string()))]
+        out = pa.Table.from_arrays(kept.columns + columns, schema=schema.SAMPLE)
+        self.flush()  # rows gathered one by one before this batch go first
+        self.samples.add_table(out)
+        for entry in pc.value_counts(out.column("split").combine_chunks()).to_pylist():
+            self.splits[entry["values"]] += entry["counts"]
+        if len(self.preview) < PREVIEW_ROWS:
+            self.preview += out.slice(0, PREVIEW_ROWS - len(self.preview)).to_pylist()
 
     def sample_rejected(self, s: Sample, v: Verdict) -> None:
         bad = text_problem(s.question, s.answer, s.image_path)

@@ -82,9 +82,21 @@ class SampleBatch:
                       self.answers[i], turns, meta=json.loads(self.meta[i]))
 
 
-Item = Sample | Reject | Skip | SampleBatch
+@dataclass(slots=True)
+class SampleTable:
+    """Many samples already as Arrow columns (the fast path of a large source): `table` has the
+    first ten columns of `schema.SAMPLE` (everything but the image facts, which ingest adds)."""
 
-__all__ = ["Item", "Reader", "Reject", "Sample", "SampleBatch", "Skip", "SourceLayoutError", "guarded",
+    source: str
+    table: object  # pyarrow.Table
+
+    def __len__(self) -> int:
+        return self.table.num_rows
+
+
+Item = Sample | Reject | Skip | SampleBatch | SampleTable
+
+__all__ = ["Item", "Reader", "Reject", "Sample", "SampleBatch", "SampleTable", "Skip", "SourceLayoutError", "guarded",
            "json_records", "letter", "load_json", "multiple_choice_question", "single_turn", "text"]
 
 

@@ -14,21 +14,30 @@ multi-turn. ShareGPT4V has no splits: every row is `train`.
 A `*.json` beside them that does not hold LLaVA-format records (COCO's instances file, a config,
 a dataset's own annotations) is passed over with a reported `Skip`, never parsed as rows.
 
-The mix and caption files hold up to 1.2 M records, so the common record is handled on a fast
-path: msgspec decodes it into a typed struct and the rows go out as a columnar `SampleBatch`; a
-record the typed decoder refuses takes the careful path below, which says what is wrong.
+The mix and caption files hold up to 1.2 M records, so records are handled in batches on a
+columnar fast path: msgspec splits the file into records without decoding them, Arrow's JSON
+reader parses a batch of them straight into columns, and the checks and the canonical columns are
+Arrow compute kernels (no Python object per record or turn). A batch Arrow refuses (a field of
+another type somewhere in it) and every record that fails a check take the careful path below, one
+record at a time, which says exactly what is wrong.
 """
 from __future__ import annotations
 
+import io
 import posixpath
+import re
 from typing import Iterator
 
 import msgspec
 import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.json as pajson
 
 from pipeline.sources import register
+from pipeline import schema
 from pipeline.quarantine import Reject
-from pipeline.sources.base import Item, Reader, Sample, SampleBatch, Skip, SourceLayoutError
+from pipeline.sources.base import Item, Reader, Sample, SampleTable, Skip, SourceLayoutError
 from pipeline.sources.jsonio import BadRecord, FileProblem, decode, records
 from pipeline.storage import Root
 
@@ -40,18 +49,12 @@ COLLECTIONS = ("coco", "sam", "llava", "wikiart", "share_textvqa", "web-celebrit
                "ocr_vqa", "textvqa", "vg")
 
 
-class Turn(msgspec.Struct):
-    from_: str = msgspec.field(name="from")
-    value: str
-
-
-class Record(msgspec.Struct):
-    id: str | int
-    conversations: list[Turn]
-    image: str | None = None
-
-
-_RECORD = msgspec.json.Decoder(Record)
+RECORD_SCHEMA = pa.schema([("id", pa.string()), ("image", pa.string()), ("conversations", pa.list_(schema.TURN))])
+_PARSE = pajson.ParseOptions(explicit_schema=RECORD_SCHEMA, unexpected_field_behavior="ignore",
+                             newlines_in_values=True)
+# image paths `clean_image_path` would change, and ids that need escaping in JSON
+_UNCLEAN_PATH = r"^/|[/.]$|//|\./|\\|^\.$"
+_PLAIN_ID = r'^[^"\\\x00-\x1f]+$'
 
 
 def annotation_files(root: Root) -> list[str]:
@@ -134,24 +137,54 @@ class ShareGPT4VReader(Reader):
             yield from self._read_file(root, rel, stem)
 
     def _read_file(self, root: Root, rel: str, stem: str) -> Iterator[Item]:
-        batch = _Batch(self.name, stem)
-        index = -1
+        batch: list[tuple[int, object]] = []
         try:
             for index, raw in records(root, rel, raw=True):
-                if batch.add_fast(raw):
-                    if len(batch) >= BATCH:
-                        yield batch.take()
+                if type(raw) is BadRecord:
+                    yield from self._batch(batch, rel, stem)
+                    batch = []
+                    yield self._careful(raw, rel, index, stem)
                     continue
-                if len(batch):
-                    yield batch.take()
-                yield self._careful(decode(raw) if type(raw) is not BadRecord else raw, rel, index, stem)
+                batch.append((index, raw))
+                if len(batch) >= BATCH:
+                    yield from self._batch(batch, rel, stem)
+                    batch = []
         except FileProblem as exc:
-            if len(batch):
-                yield batch.take()
+            yield from self._batch(batch, rel, stem)
             yield Reject(self.name, None, exc.reason, f"{rel}: {exc.detail}", rel, rows=exc.rows)
             return
-        if len(batch):
-            yield batch.take()
+        yield from self._batch(batch, rel, stem)
+
+    def _batch(self, batch: list[tuple[int, object]], rel: str, stem: str) -> Iterator[Item]:
+        """The records of a batch: the valid ones as one SampleTable, the others one by one."""
+        # only JSON objects go to Arrow's reader (a bare `null` line crashes pyarrow 26's JSON
+        # reader); anything else is not a record anyway and goes the careful way
+        objects = [(i, raw) for i, raw in batch if memoryview(raw)[:1] == b"{"]
+        if len(objects) < len(batch):
+            for index, raw in batch:
+                if memoryview(raw)[:1] != b"{":
+                    yield self._careful(decode(raw), rel, index, stem)
+            batch = objects
+        if not batch:
+            return
+        table = None
+        try:
+            data = b"\n".join(raw for _, raw in batch)
+            table = pajson.read_json(io.BytesIO(data), parse_options=_PARSE,
+                                     read_options=pajson.ReadOptions(use_threads=False, block_size=len(data) + 1))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, UnicodeDecodeError, ValueError):
+            table = None  # a field of another type somewhere in the batch: record by record
+        if table is None or table.num_rows != len(batch):
+            for index, raw in batch:
+                yield self._careful(decode(raw), rel, index, stem)
+            return
+        ok = valid_rows(table)
+        if ok.true_count:
+            yield SampleTable(self.name, canonical(table.filter(ok), self.name, stem))
+        if ok.true_count < len(batch):
+            for (index, raw), good in zip(batch, ok.to_pylist()):
+                if not good:
+                    yield self._careful(decode(raw), rel, index, stem)
 
     def _careful(self, record, rel: str, index: int, stem: str) -> Item:
         """One record the fast path refused: a Sample if it is usable after all, else why not."""
@@ -188,67 +221,76 @@ class ShareGPT4VReader(Reader):
                       meta={"file": stem, "native_id": rid, "turns": len(turns) >> 1})
 
 
-class _Batch:
-    """Columns of the records accepted on the fast path (see `SampleBatch`)."""
+def _offsets(conv: pa.ListArray) -> pa.Array:
+    """Offsets of `conv`'s lists into `list_flatten(conv)`, from 0 (`conv.offsets` are into the
+    unsliced values, which a sliced or filtered array does not start at)."""
+    lengths = pc.cast(pc.fill_null(pc.list_value_length(conv), 0), pa.int32())
+    return pa.concat_arrays([pa.array([0], pa.int32()), pc.cumulative_sum(lengths)])
 
-    def __init__(self, source: str, stem: str) -> None:
-        self.source, self.stem = source, stem
-        self.prefix = stem + "/"
-        self.file_json = orjson.dumps(stem).decode()
-        self._new()
 
-    def _new(self) -> None:
-        self.ids, self.images, self.questions, self.answers = [], [], [], []
-        self.offsets, self.froms, self.values, self.meta = [0], [], [], []
+def _positions(conv: pa.ListArray) -> tuple[pa.Array, pa.Array]:
+    """(index of each turn's record, index of the turn within its record) of the flattened turns."""
+    parent = pc.list_parent_indices(conv)
+    starts = pc.take(_offsets(conv), parent)
+    position = pc.subtract(pa.array(range(len(parent)), pa.int64()), pc.cast(starts, pa.int64()))
+    return parent, position
 
-    def __len__(self) -> int:
-        return len(self.ids)
 
-    def add_fast(self, raw) -> bool:
-        """Add a record that is valid as it stands; False (nothing added) for anything else."""
-        if type(raw) is BadRecord:
-            return False
-        try:
-            rec = _RECORD.decode(raw)
-        except (msgspec.DecodeError, RecursionError, ValueError):
-            return False
-        rid = rec.id
-        if type(rid) is int:
-            rid = str(rid)
-        elif not rid:
-            return False
-        turns = rec.conversations
-        n = len(turns)
-        if n < 2 or n & 1:
-            return False
-        i = 0
-        for t in turns:
-            if t.from_ != ROLES[i & 1] or (i >= 2 and not t.value.strip()):
-                return False
-            i += 1
-        image = rec.image
-        if image is not None and not is_clean_path(image):
-            image = clean_image_path(image) or None
-        question = turns[0].value.replace(IMAGE_TOKEN, "").strip()
-        self.ids.append(self.prefix + rid)
-        self.images.append(image)
-        self.questions.append(question)
-        self.answers.append(turns[1].value.strip())
-        froms, values = self.froms, self.values
-        froms.append("human")
-        values.append("<image>\n" + question)
-        for t in turns[1:]:
-            froms.append(t.from_)
-            values.append(t.value)
-        self.offsets.append(len(froms))
-        self.meta.append(f'{{"file":{self.file_json},"native_id":{orjson.dumps(rid).decode()},"turns":{n >> 1}}}')
-        return True
+def valid_rows(table: pa.Table) -> pa.BooleanArray:
+    """Records the fast path may take as they are: the checks of `check_turns` (and a non-empty
+    id, an image path already clean) as Arrow kernels; everything else goes the careful way."""
+    conv = table.column("conversations").combine_chunks()
+    ids = table.column("id").combine_chunks()
+    image = table.column("image").combine_chunks()
+    n = pc.list_value_length(conv)
+    ok = pc.and_kleene(pc.greater(pc.utf8_length(ids), 0), pc.greater_equal(n, 2))
+    ok = pc.and_kleene(ok, pc.equal(pc.bit_wise_and(n, 1), 0))
+    ok = pc.and_kleene(ok, pc.or_kleene(pc.is_null(image), pc.invert(pc.match_substring_regex(image, _UNCLEAN_PATH))))
+    flat = pc.list_flatten(conv)
+    if len(flat):
+        parent, position = _positions(conv)
+        froms, values = flat.field("from"), flat.field("value")
+        expected = pc.if_else(pc.equal(pc.bit_wise_and(position, 1), 0), "human", "gpt")
+        bad = pc.or_kleene(pc.invert(pc.fill_null(pc.equal(froms, expected), False)), pc.is_null(values))
+        empty_later = pc.and_(pc.greater_equal(position, 2),
+                              pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(pc.fill_null(values, ""))), 0))
+        bad = pc.or_kleene(bad, empty_later)
+        bad_rows = pc.unique(pc.filter(parent, bad))
+        ok = pc.and_kleene(ok, pc.invert(pc.is_in(pa.array(range(len(ids)), pa.int64()), value_set=pc.cast(bad_rows, pa.int64()))))
+    return pc.fill_null(ok, False)
 
-    def take(self) -> SampleBatch:
-        b = SampleBatch(self.source, self.ids, "train", self.images, self.questions, self.answers, self.offsets,
-                        self.froms, self.values, self.meta)
-        self._new()
-        return b
+
+def canonical(table: pa.Table, source: str, stem: str) -> pa.Table:
+    """The first ten columns of `schema.SAMPLE` for records that passed `valid_rows`: the same
+    values the careful path computes (question without `<image>`, which leads the first turn)."""
+    conv = table.column("conversations").combine_chunks()
+    ids = table.column("id").combine_chunks()
+    rows = len(ids)
+    first = pc.list_element(conv, 0).field("value")
+    question = pc.utf8_trim_whitespace(pc.replace_substring(first, "<image>", ""))
+    answer = pc.utf8_trim_whitespace(pc.list_element(conv, 1).field("value"))
+    flat = pc.list_flatten(conv)
+    parent, position = _positions(conv)
+    lead = pc.take(pc.binary_join_element_wise("<image>\n", question, ""), parent)
+    values = pc.if_else(pc.equal(position, 0), lead, flat.field("value"))
+    turns = pa.ListArray.from_arrays(_offsets(conv), pa.StructArray.from_arrays(
+        [flat.field("from"), values], fields=list(schema.TURN)))
+    native = pc.binary_join_element_wise(stem, ids, "/")
+    n_rounds = pc.cast(pc.divide(pc.list_value_length(conv), 2), pa.string())
+    file_json = orjson.dumps(stem).decode()
+    plain = pc.match_substring_regex(ids, _PLAIN_ID)
+    meta = pc.binary_join_element_wise(f'{{"file":{file_json},"native_id":"', ids, '","turns":', n_rounds, "}", "")
+    if not pc.all(plain).as_py():  # ids needing JSON escapes: written by orjson, like every other meta
+        exact = [f'{{"file":{file_json},"native_id":{orjson.dumps(i).decode()},"turns":{len(c) >> 1}}}'
+                 for i, c in zip(ids.to_pylist(), conv.to_pylist())]
+        meta = pc.if_else(plain, meta, pa.array(exact, pa.string()))
+    empty = pa.ListArray.from_arrays(pa.array([0] * (rows + 1), pa.int32()), pa.array([], pa.string()))
+    columns = [
+        pc.binary_join_element_wise(source, native, "/"), pa.array([source] * rows, pa.string()),
+        pa.array(["train"] * rows, pa.string()), table.column("image").combine_chunks(), question, answer,
+        empty, empty, turns, meta,
+    ]
+    return pa.Table.from_arrays(columns, schema=pa.schema(list(schema.SAMPLE)[:10]))
 
 
 def check_turns(turns) -> str | None:

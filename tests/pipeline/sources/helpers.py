@@ -32,13 +32,16 @@ def read_located(source: str, root: Root, derived: Root | None = None) -> list:
 
 
 def expand(items) -> list:
-    """Items with every columnar `SampleBatch` expanded into its `Sample`s, in order."""
-    from pipeline.sources.base import SampleBatch
+    """Items with every columnar batch (`SampleBatch`, `SampleTable`) expanded into its `Sample`s, in order."""
+    from pipeline.ingest import _sample_of
+    from pipeline.sources.base import SampleBatch, SampleTable
 
     out = []
     for item in items:
         if isinstance(item, SampleBatch):
             out += [item.sample(i) for i in range(len(item))]
+        elif isinstance(item, SampleTable):
+            out += [_sample_of(row, item.source) for row in item.table.to_pylist()]
         else:
             out.append(item)
     return out

@@ -136,13 +136,14 @@ def test_broken_inputs_become_rejects(tmp_path):
         ["not", "a", "record"],
         {"id": 12, "image": "./coco//train2017/12.jpg", "conversations": list(ok)},  # int id, messy path
     ])
-    rejects = [i for i in items if isinstance(i, Reject)]
+    rejects = sorted((i for i in items if isinstance(i, Reject)), key=lambda r: r.location)
     assert [(r.native_id, r.reason) for r in rejects] == [
         ("x/a", "malformed_record"), ("x/b", "malformed_record"), ("x/c", "malformed_record"),
         ("x/d", "malformed_record"), ("x/e", "malformed_record"), ("x/f", "malformed_record"),
         (None, "malformed_record"), (None, "malformed_record"),
     ]
     assert "alternate" in rejects[3].detail and rejects[3].location == "sharegpt4v/x.json[3]"
+    assert "not an object" in rejects[7].detail  # the list: never handed to Arrow's reader
     (good,) = [i for i in items if isinstance(i, Sample)]
     assert good.native_id == "x/12" and good.image_path == "coco/train2017/12.jpg"
     assert good.question == "What is it?" and good.answer == "A cat."
