@@ -85,7 +85,8 @@ class SampleBatch:
 @dataclass(slots=True)
 class SampleTable:
     """Many samples already as Arrow columns (the fast path of a large source): `table` has the
-    first ten columns of `schema.SAMPLE` (everything but the image facts, which ingest adds)."""
+    first ten columns of `schema.SAMPLE` (everything but the image facts, which ingest adds);
+    question and answer already stripped."""
 
     source: str
     table: object  # pyarrow.Table

@@ -29,6 +29,7 @@ import re
 from typing import Iterator
 
 import msgspec
+import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -55,6 +56,15 @@ _PARSE = pajson.ParseOptions(explicit_schema=RECORD_SCHEMA, unexpected_field_beh
 # image paths `clean_image_path` would change, and ids that need escaping in JSON
 _UNCLEAN_PATH = r"^/|[/.]$|//|\./|\\|^\.$"
 _PLAIN_ID = r'^[^"\\\x00-\x1f]+$'
+_BLANK = r"^[\s\p{Z}]*$"
+_EDGE_SPACE = r"^[\s\p{Z}]|[\s\p{Z}]$"
+
+
+def _strip(values: pa.Array) -> pa.Array:
+    """`str.strip()` of every value, copying only when some value has whitespace at an end."""
+    if pc.any(pc.match_substring_regex(values, _EDGE_SPACE)).as_py():
+        return pc.utf8_trim_whitespace(values)
+    return values
 
 
 def annotation_files(root: Root) -> list[str]:
@@ -157,19 +167,25 @@ class ShareGPT4VReader(Reader):
 
     def _batch(self, batch: list[tuple[int, object]], rel: str, stem: str) -> Iterator[Item]:
         """The records of a batch: the valid ones as one SampleTable, the others one by one."""
-        # only JSON objects go to Arrow's reader (a bare `null` line crashes pyarrow 26's JSON
-        # reader); anything else is not a record anyway and goes the careful way
-        objects = [(i, raw) for i, raw in batch if memoryview(raw)[:1] == b"{"]
-        if len(objects) < len(batch):
-            for index, raw in batch:
-                if memoryview(raw)[:1] != b"{":
-                    yield self._careful(decode(raw), rel, index, stem)
-            batch = objects
+        if not batch:
+            return
+        data = b"\n".join(raw for _, raw in batch)
+        # only JSON objects go to Arrow's reader (a bare `null` record crashes pyarrow's JSON
+        # reader); anything else is not a record anyway and goes the careful way. Checked per
+        # record only when a `null` line is there, or when the records come from the tolerant
+        # scanner (the file was not valid JSON as a whole).
+        if b"\nnull\n" in b"\n" + data + b"\n" or type(batch[0][1]) is not msgspec.Raw:
+            objects = [(i, raw) for i, raw in batch if bytes(memoryview(raw)[:1]) == b"{"]
+            if len(objects) < len(batch):
+                for index, raw in batch:
+                    if bytes(memoryview(raw)[:1]) != b"{":
+                        yield self._careful(decode(raw), rel, index, stem)
+                batch = objects
+                data = b"\n".join(raw for _, raw in batch)
         if not batch:
             return
         table = None
         try:
-            data = b"\n".join(raw for _, raw in batch)
             table = pajson.read_json(io.BytesIO(data), parse_options=_PARSE,
                                      read_options=pajson.ReadOptions(use_threads=False, block_size=len(data) + 1))
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError, UnicodeDecodeError, ValueError):
@@ -232,7 +248,7 @@ def _positions(conv: pa.ListArray) -> tuple[pa.Array, pa.Array]:
     """(index of each turn's record, index of the turn within its record) of the flattened turns."""
     parent = pc.list_parent_indices(conv)
     starts = pc.take(_offsets(conv), parent)
-    position = pc.subtract(pa.array(range(len(parent)), pa.int64()), pc.cast(starts, pa.int64()))
+    position = pc.subtract(pa.array(np.arange(len(parent), dtype=np.int64)), pc.cast(starts, pa.int64()))
     return parent, position
 
 
@@ -252,11 +268,11 @@ def valid_rows(table: pa.Table) -> pa.BooleanArray:
         froms, values = flat.field("from"), flat.field("value")
         expected = pc.if_else(pc.equal(pc.bit_wise_and(position, 1), 0), "human", "gpt")
         bad = pc.or_kleene(pc.invert(pc.fill_null(pc.equal(froms, expected), False)), pc.is_null(values))
-        empty_later = pc.and_(pc.greater_equal(position, 2),
-                              pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(pc.fill_null(values, ""))), 0))
+        empty_later = pc.and_(pc.greater_equal(position, 2), pc.match_substring_regex(pc.fill_null(values, ""), _BLANK))
         bad = pc.or_kleene(bad, empty_later)
         bad_rows = pc.unique(pc.filter(parent, bad))
-        ok = pc.and_kleene(ok, pc.invert(pc.is_in(pa.array(range(len(ids)), pa.int64()), value_set=pc.cast(bad_rows, pa.int64()))))
+        rows = pa.array(np.arange(len(ids), dtype=np.int64))
+        ok = pc.and_kleene(ok, pc.invert(pc.is_in(rows, value_set=pc.cast(bad_rows, pa.int64()))))
     return pc.fill_null(ok, False)
 
 
@@ -268,11 +284,11 @@ def canonical(table: pa.Table, source: str, stem: str) -> pa.Table:
     rows = len(ids)
     first = pc.list_element(conv, 0).field("value")
     question = pc.utf8_trim_whitespace(pc.replace_substring(first, "<image>", ""))
-    answer = pc.utf8_trim_whitespace(pc.list_element(conv, 1).field("value"))
+    answer = _strip(pc.list_element(conv, 1).field("value"))
     flat = pc.list_flatten(conv)
-    parent, position = _positions(conv)
-    lead = pc.take(pc.binary_join_element_wise("<image>\n", question, ""), parent)
-    values = pc.if_else(pc.equal(position, 0), lead, flat.field("value"))
+    _, position = _positions(conv)
+    lead = pc.binary_join_element_wise("<image>\n", question, "")
+    values = pc.replace_with_mask(flat.field("value"), pc.equal(position, 0), lead)  # each record's first turn
     turns = pa.ListArray.from_arrays(_offsets(conv), pa.StructArray.from_arrays(
         [flat.field("from"), values], fields=list(schema.TURN)))
     native = pc.binary_join_element_wise(stem, ids, "/")
