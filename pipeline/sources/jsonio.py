@@ -104,6 +104,23 @@ def records(root: Root, rel: str, key: str | None = None, kind: str = "array",
                 pass  # a Raw slice still refers to it: the mapping goes with the last reference
 
 
+def raw_list(root: Root, rel: str):
+    """The records of a file whose top level is an array, as a list of undecoded `msgspec.Raw`
+    (one pass, no Python object per record beyond the Raw): the fast path of a large file. None
+    when the file is not one valid JSON array (then `records` says what is wrong, record by record).
+    The Raw slices keep the file's buffer alive."""
+    try:
+        buf = read_buffer(root, rel)
+    except OSError:
+        return None
+    if _first_byte(buf, 0) != ord("["):
+        return None
+    try:
+        return _ARRAY.decode(buf)
+    except (msgspec.DecodeError, RecursionError, ValueError):
+        return None
+
+
 def _records(buf, key: str | None, kind: str, finish) -> Iterator[tuple[object, object]]:
     container = None
     if kind == "array":

@@ -39,7 +39,7 @@ from pipeline.sources import register
 from pipeline import schema
 from pipeline.quarantine import Reject
 from pipeline.sources.base import Item, Reader, Sample, SampleTable, Skip, SourceLayoutError
-from pipeline.sources.jsonio import BadRecord, FileProblem, decode, records
+from pipeline.sources.jsonio import BadRecord, FileProblem, decode, raw_list, records
 from pipeline.storage import Root
 
 IMAGE_TOKEN = "<image>"
@@ -60,9 +60,15 @@ _BLANK = r"^[\s\p{Z}]*$"
 _EDGE_SPACE = r"^[\s\p{Z}]|[\s\p{Z}]$"
 
 
+def _ends(values: pa.Array) -> pa.Array:
+    """The first and last character of every value (one short string each: cheap to test)."""
+    return pc.binary_join_element_wise(pc.utf8_slice_codeunits(values, 0, 1),
+                                       pc.utf8_slice_codeunits(values, -1), "")
+
+
 def _strip(values: pa.Array) -> pa.Array:
     """`str.strip()` of every value, copying only when some value has whitespace at an end."""
-    if pc.any(pc.match_substring_regex(values, _EDGE_SPACE)).as_py():
+    if pc.any(pc.match_substring_regex(_ends(values), _EDGE_SPACE)).as_py():
         return pc.utf8_trim_whitespace(values)
     return values
 
@@ -147,6 +153,11 @@ class ShareGPT4VReader(Reader):
             yield from self._read_file(root, rel, stem)
 
     def _read_file(self, root: Root, rel: str, stem: str) -> Iterator[Item]:
+        whole = raw_list(root, rel)
+        if whole is not None:  # the common case: a valid array, sliced into batches
+            for start in range(0, len(whole), BATCH):
+                yield from self._batch(list(enumerate(whole[start:start + BATCH], start)), rel, stem)
+            return
         batch: list[tuple[int, object]] = []
         try:
             for index, raw in records(root, rel, raw=True):
@@ -268,7 +279,12 @@ def valid_rows(table: pa.Table) -> pa.BooleanArray:
         froms, values = flat.field("from"), flat.field("value")
         expected = pc.if_else(pc.equal(pc.bit_wise_and(position, 1), 0), "human", "gpt")
         bad = pc.or_kleene(pc.invert(pc.fill_null(pc.equal(froms, expected), False)), pc.is_null(values))
-        empty_later = pc.and_(pc.greater_equal(position, 2), pc.match_substring_regex(pc.fill_null(values, ""), _BLANK))
+        # blank later turns: only a value that starts with whitespace can be blank
+        later = pc.fill_null(values, "")
+        maybe = pc.match_substring_regex(pc.utf8_slice_codeunits(later, 0, 1), r"^([\s\p{Z}]|)$")
+        empty_later = pc.and_(pc.greater_equal(position, 2), maybe)
+        if pc.any(empty_later).as_py():
+            empty_later = pc.and_(empty_later, pc.match_substring_regex(later, _BLANK))
         bad = pc.or_kleene(bad, empty_later)
         bad_rows = pc.unique(pc.filter(parent, bad))
         rows = pa.array(np.arange(len(ids), dtype=np.int64))
@@ -282,13 +298,14 @@ def canonical(table: pa.Table, source: str, stem: str) -> pa.Table:
     conv = table.column("conversations").combine_chunks()
     ids = table.column("id").combine_chunks()
     rows = len(ids)
-    first = pc.list_element(conv, 0).field("value")
-    question = pc.utf8_trim_whitespace(pc.replace_substring(first, "<image>", ""))
-    answer = _strip(pc.list_element(conv, 1).field("value"))
     flat = pc.list_flatten(conv)
     _, position = _positions(conv)
+    turn_values = flat.field("value")
+    first = pc.filter(turn_values, pc.equal(position, 0))
+    question = pc.utf8_trim_whitespace(pc.replace_substring(first, "<image>", ""))
+    answer = _strip(pc.filter(turn_values, pc.equal(position, 1)))
     lead = pc.binary_join_element_wise("<image>\n", question, "")
-    values = pc.replace_with_mask(flat.field("value"), pc.equal(position, 0), lead)  # each record's first turn
+    values = pc.replace_with_mask(turn_values, pc.equal(position, 0), lead)  # each record's first turn
     turns = pa.ListArray.from_arrays(_offsets(conv), pa.StructArray.from_arrays(
         [flat.field("from"), values], fields=list(schema.TURN)))
     native = pc.binary_join_element_wise(stem, ids, "/")
