@@ -277,37 +277,44 @@ def plan(config, shape: RunShape, parameters: int | None = None, trainable: int 
     cross_n = len(t.cross_attention_layers)
     self_n = t.num_hidden_layers - cross_n
     vis_n = v.num_hidden_layers + v.num_global_layers
+    # activations kept from forward to backward (`stored`), and the working set of one layer being
+    # recomputed in backward (`working`, with checkpointing), per row and per image
     if shape.gradient_checkpointing:
-        row = t.num_hidden_layers * m["text_layer_input"] + max(m["text_self_layer"], m["text_cross_layer"])
-        image = vis_n * m["vision_layer_input"] + max(m["vision_layer"], m["vision_global_layer"])
+        row = t.num_hidden_layers * m["text_layer_input"]
+        image = vis_n * m["vision_layer_input"]
+        row_working = max(m["text_self_layer"], m["text_cross_layer"])
+        image_working = max(m["vision_layer"], m["vision_global_layer"])
     else:
         row = self_n * m["text_self_layer"] + cross_n * m["text_cross_layer"]
         image = v.num_hidden_layers * m["vision_layer"] + v.num_global_layers * m["vision_global_layer"]
-    image += m["vision_mask"] + m["projector"] + m["vision_layer_input"]  # + the encoder's collected outputs' head
+        row_working = image_working = 0
+    image += m["vision_mask"] + m["projector"] + m["vision_layer_input"]  # the mask, projector, tower output
     row += m["cross_attention_mask"]
-    vision_trained = "vision" not in shape.frozen
-    if not vision_trained:  # no backward through the tower: nothing of it is kept
-        image = m["projector"]
-    b = shape.per_device_batch_size
-    activations = b * (row + shape.images_per_row * image)
-    # logits: full (bf16 + the fp32 copy the loss keeps; in backward their two gradients), or one chunk
+    if "vision" in shape.frozen:  # no backward through the tower: nothing of it is kept
+        image, image_working = m["projector"], 0
+    b, k = shape.per_device_batch_size, shape.images_per_row
+    stored = b * (row + k * image)
+    working = max(b * row_working, b * k * image_working)
+    # logits: full (bf16 + the fp32 copy the loss keeps; in backward their two gradients), or one
+    # chunk plus the gradients the fused loss forms in its forward pass
     s, vocab = shape.seq_len, t.vocab_size
     from pipeline.train.loss import CHUNK_TOKENS
 
     if shape.fused_loss:
-        logits = min(CHUNK_TOKENS, b * s) * vocab * (pb + 8) + vocab * hidden * 4 + b * s * hidden * pb
+        logits = min(CHUNK_TOKENS, b * s) * vocab * (pb + 8) + vocab * hidden * (4 + pb) + b * s * hidden * pb
     else:
         logits = b * s * vocab * (2 * pb + 8)
-    parts["activations"] = activations
+    parts["activations"] = stored + working
     parts["logits and loss"] = logits
     parts["runtime"] = RUNTIME_BYTES if shape.gpu else 0
     static = parts["weights"] + parts["gradients"] + parts["optimizer states"] + parts["ZeRO buffers"] + parts["runtime"]
-    peak = static + max(activations + logits, step_grads)
+    # the logits' peak (start of backward) and a recomputed layer's (later) do not coincide
+    peak = static + max(stored + max(working, logits), step_grads)
     parts["step gradients (after backward)"] = step_grads
     p = Plan(shape=shape, parameters=n, trainable=nt, parts=parts, peak=peak, capacity=shape.gpu_memory_gib * GiB)
-    p.per_token = {"text (all layers)": row / s, "text self-attention layer": m["text_self_layer"] / s,
+    p.per_token = {"text (all layers, kept)": row / s, "text self-attention layer": m["text_self_layer"] / s,
                    "text cross-attention layer": m["text_cross_layer"] / s}
-    p.per_image = {"vision (all layers)": image, "vision layer": m["vision_layer"],
+    p.per_image = {"vision (all layers, kept)": image, "vision layer": m["vision_layer"],
                    "vision global layer": m["vision_global_layer"]}
     return p
 
@@ -324,8 +331,8 @@ def render(p: Plan) -> str:
     ]
     for name, value in p.parts.items():
         lines.append(f"  {name:<34}{value / GiB:9.2f} GiB")
-    lines.append(f"  {'peak':<34}{p.peak / GiB:9.2f} GiB  (weights, gradients, optimizer, buffers, runtime + "
-                 f"the larger of activations+logits and the step's fp32 gradients)")
+    lines.append(f"  {'peak':<34}{p.peak / GiB:9.2f} GiB  (weights, gradients, optimizer, buffers, runtime, and "
+                 f"the kept activations with the larger of logits and a recomputed layer, or the step's gradients)")
     per_token = ", ".join(f"{k} {v / 1024:,.1f} KiB" for k, v in p.per_token.items())
     per_image = ", ".join(f"{k} {v / GiB * 1024:,.1f} MiB" for k, v in p.per_image.items())
     lines.append(f"  activations per text token: {per_token}")
