@@ -42,6 +42,8 @@ class TrainingSettings(dg.ConfigurableResource):
     model: str = Field(default=DEFAULT_MODEL, description="Local folder or hub id of the model to fine-tune.")
     tiny_model: bool = Field(default=False, description="Use the embedded tiny Mllama, written under "
                              "<data root>/tiny_model on first use (demo), instead of `model`.")
+    tiny_model_size: str = Field(default="test", description="The embedded model's size: test (the smallest) or "
+                                 "demo (learns four-stage answers from the embedded sample).")
     epochs: int = 3
     max_steps: int = Field(default=0, description="Stop after this many optimizer steps; 0: the epochs decide.")
     lr: float = 1e-5
@@ -85,7 +87,7 @@ class TrainingSettings(dg.ConfigurableResource):
 
         if not data_root.is_local:
             raise ValueError("the embedded tiny model is written to a local data root only")
-        return write_tiny_model(data_root.path("tiny_model"))
+        return write_tiny_model(data_root.path("tiny_model"), size=self.tiny_model_size)
 
     def options(self, overrides: dict, *, model: str, data: str, output_dir: str) -> dict:
         """The entry point's options (`python -m pipeline.train --help`), run config over these defaults."""

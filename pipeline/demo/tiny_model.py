@@ -175,7 +175,17 @@ def build_processor(seed: int = 0):
     return MllamaProcessor(image_processor=image_processor, tokenizer=tokenizer, chat_template=CHAT_TEMPLATE)
 
 
-def build_model(tokenizer, seed: int = 0):
+# Text-model sizes. "test": the smallest that exercises every code path (the test suite's model).
+# "demo": what the main command fine-tunes, wide enough to learn to answer in four stages from the
+# embedded sample's ~120 rows in a minute of CPU (at "test" size greedy answers to the demo's
+# benchmark questions stay malformed however long it trains), and without dropout.
+SIZES = {
+    "test": {"hidden_size": 64, "intermediate_size": 128, "dropout": 0.1},
+    "demo": {"hidden_size": 128, "intermediate_size": 256, "dropout": 0.0},
+}
+
+
+def build_model(tokenizer, seed: int = 0, size: str = "test"):
     import torch
     from transformers import GenerationConfig, MllamaConfig, MllamaForConditionalGeneration
 
@@ -186,11 +196,13 @@ def build_model(tokenizer, seed: int = 0):
         max_num_tiles=4,
     )
     text = dict(
-        vocab_size=len(tokenizer), hidden_size=64, num_hidden_layers=4, cross_attention_layers=[2],
-        num_attention_heads=4, num_key_value_heads=2, intermediate_size=128, max_position_embeddings=4096,
+        vocab_size=len(tokenizer), hidden_size=SIZES[size]["hidden_size"], num_hidden_layers=4,
+        cross_attention_layers=[2], num_attention_heads=4, num_key_value_heads=2,
+        intermediate_size=SIZES[size]["intermediate_size"], max_position_embeddings=4096,
         bos_token_id=ids["<|begin_of_text|>"], eos_token_id=[ids["<|end_of_text|>"], ids["<|eot_id|>"]],
         pad_token_id=ids["<|finetune_right_pad_id|>"], tie_word_embeddings=False,
-        dropout=0.1,  # attention dropout in training: makes exact-resume tests depend on the RNG state
+        # attention dropout in training ("test"): makes exact-resume tests depend on the RNG state
+        dropout=SIZES[size]["dropout"],
     )
     config = MllamaConfig(vision_config=vision, text_config=text, image_token_index=ids["<|image|>"])
     torch.manual_seed(seed)
@@ -208,13 +220,15 @@ def build_model(tokenizer, seed: int = 0):
     return model
 
 
-def write_tiny_model(out_dir: str | os.PathLike, seed: int = 0, force: bool = False) -> str:
+def write_tiny_model(out_dir: str | os.PathLike, seed: int = 0, force: bool = False, size: str = "test") -> str:
     """Write the tiny model and its processor into `out_dir` (a local folder); return its path.
 
     Skipped when `out_dir` already holds this version for this seed. Written into a temporary
     sibling folder and renamed into place, so a reader never sees half a model."""
     out = Path(out_dir)
-    marker = {"tiny_model_version": TINY_MODEL_VERSION, "seed": seed}
+    if size not in SIZES:
+        raise ValueError(f"tiny model size {size!r}: expected one of {', '.join(SIZES)}")
+    marker = {"tiny_model_version": TINY_MODEL_VERSION, "seed": seed, **({"size": size} if size != "test" else {})}
     if not force and (out / MARKER).is_file():
         try:
             if json.loads((out / MARKER).read_text()) == marker:
@@ -225,7 +239,7 @@ def write_tiny_model(out_dir: str | os.PathLike, seed: int = 0, force: bool = Fa
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{out.name}-", dir=out.parent))
     try:
         processor = build_processor(seed)
-        model = build_model(processor.tokenizer, seed)
+        model = build_model(processor.tokenizer, seed, size)
         model.save_pretrained(tmp)
         processor.save_pretrained(tmp)
         (tmp / MARKER).write_text(json.dumps(marker) + "\n")
@@ -238,7 +252,8 @@ def write_tiny_model(out_dir: str | os.PathLike, seed: int = 0, force: bool = Fa
     return str(out)
 
 
-if __name__ == "__main__":  # python -m pipeline.demo.tiny_model OUT_DIR [SEED]
+if __name__ == "__main__":  # python -m pipeline.demo.tiny_model OUT_DIR [SEED [SIZE]]
     import sys
 
-    print(write_tiny_model(sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 0))
+    print(write_tiny_model(sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 0,
+                           size=sys.argv[3] if len(sys.argv) > 3 else "test"))

@@ -253,3 +253,18 @@ def test_row_lengths_count_tokens_of_every_turn(shards, processor):
         expected = sum(len(tok(t["value"], add_special_tokens=False)["input_ids"]) for t in ds[i]["conversations"])
         assert lengths[i] == expected
     assert ds.row_lengths()[0] == sum(len(t["value"]) for t in ds[0]["conversations"])  # characters without a tokenizer
+
+
+def test_the_demo_size_is_wider_and_has_no_dropout(tmp_path):
+    from transformers import AutoConfig, AutoTokenizer
+
+    demo = write_tiny_model(tmp_path / "demo", size="demo")
+    config = AutoConfig.from_pretrained(demo)
+    assert config.text_config.hidden_size == 128 and config.text_config.dropout == 0.0
+    assert json.load(open(os.path.join(demo, MARKER)))["size"] == "demo"
+    tok = AutoTokenizer.from_pretrained(demo)
+    ids = tok("<SUMMARY>\nx\n</SUMMARY>", add_special_tokens=False)["input_ids"]
+    assert tok.convert_ids_to_tokens([ids[0], ids[-1]]) == ["<SUMMARY>", "</SUMMARY>"]  # a tag is one token
+    assert tok.decode(ids, skip_special_tokens=True) == "<SUMMARY>\nx\n</SUMMARY>"  # and is kept when decoding
+    with pytest.raises(ValueError):
+        write_tiny_model(tmp_path / "x", size="huge")
