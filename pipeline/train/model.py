@@ -152,9 +152,51 @@ def checkpoint_vision_layers(model) -> int:
     return len(layers)
 
 
+def _kernel_checks() -> dict:
+    """For each Liger kernel: a function that runs it once, forward and backward, on a small CUDA
+    problem and compares it with PyTorch (a Triton compile error or a wrong result shows here,
+    before training, instead of killing the run at its first step)."""
+    import torch.nn.functional as F
+
+    def check(fused, reference, *shapes):
+        xs = [torch.randn(*s, device="cuda", dtype=torch.bfloat16, requires_grad=True) for s in shapes]
+        out = fused(*xs)
+        out.float().sum().backward()
+        got = [x.grad.clone() for x in xs]
+        for x in xs:
+            x.grad = None
+        ref = reference(*xs)
+        ref.float().sum().backward()
+        tol = dict(rtol=3e-2, atol=3e-2)
+        if not (torch.allclose(out.float(), ref.float(), **tol)
+                and all(torch.allclose(a.float(), x.grad.float(), **tol) for a, x in zip(got, xs))):
+            raise ValueError("differs from PyTorch")
+
+    def rms_norm():
+        from liger_kernel.transformers.rms_norm import LigerRMSNorm
+
+        m = LigerRMSNorm(64, eps=1e-5).cuda().to(torch.bfloat16)
+        check(m, lambda x: m.weight * (x.float() * torch.rsqrt(x.float().pow(2).mean(-1, keepdim=True) + 1e-5)).to(x.dtype),
+              (8, 64))
+
+    def layer_norm():
+        from liger_kernel.transformers.layer_norm import LigerLayerNorm
+
+        m = LigerLayerNorm(64, eps=1e-5).cuda().to(torch.bfloat16)
+        check(m, lambda x: F.layer_norm(x, (64,), m.weight, m.bias, 1e-5), (8, 64))
+
+    def swiglu():
+        from liger_kernel.ops.swiglu import LigerSiLUMulFunction
+
+        check(LigerSiLUMulFunction.apply, lambda a, b: F.silu(a) * b, (8, 64), (8, 64))
+
+    return {"rms_norm": rms_norm, "layer_norm": layer_norm, "swiglu": swiglu}
+
+
 def fused_kernels(model) -> list[str]:
-    """Liger Kernel's fused RMSNorm, LayerNorm and SwiGLU MLP for this model instance (CUDA only):
-    the names of what was applied; on any failure a warning and nothing (the plain modules stay)."""
+    """Liger Kernel's fused RMSNorm, LayerNorm and SwiGLU MLP for this model instance (CUDA only),
+    each after a check on a small problem: the names of what was applied; a kernel that cannot be
+    imported, fails its check or cannot be applied is left out with a warning (the plain module stays)."""
     import logging
 
     log = logging.getLogger(__name__)
@@ -164,10 +206,11 @@ def fused_kernels(model) -> list[str]:
         log.warning("fused kernels: liger-kernel unavailable (%s: %s); plain modules kept", type(exc).__name__, exc)
         return []
     done = []
-    for name in ("rms_norm", "layer_norm", "swiglu"):
+    for name, check in _kernel_checks().items():
         flags = {"rope": False, "cross_entropy": False, "fused_linear_cross_entropy": False,
                  "rms_norm": False, "layer_norm": False, "swiglu": False, name: True}
         try:
+            check()
             apply_liger_kernel_to_mllama(model=model, **flags)
             done.append(name)
         except Exception as exc:  # noqa: BLE001 - keep the plain module, say so
