@@ -9,7 +9,7 @@ import dagster as dg
 
 from assets.metadata import counts_table
 from pipeline.evaluate import BENCHMARKS
-from pipeline.evaluate.report import beam_plot_png, markdown, strategy_and_beam, table
+from pipeline.evaluate.report import beam_plot_png, by_model, markdown, strategy_and_beam, table
 from resources import DataStore
 from resources.evaluation import EvaluationSettings
 from resources.teacher import Teacher
@@ -136,32 +136,43 @@ def benchmark_scores(context: dg.AssetExecutionContext, data_store: DataStore, e
 )
 def benchmark_report(context: dg.AssetExecutionContext, data_store: DataStore) -> dg.MaterializeResult:
     out = data_store.step("benchmark_scores")
-    scores = {}
-    lineages = set()
+    records = []
     for rel in out.glob("*__*.json"):
         with out.open(rel, "r") as f:
             r = json.load(f)
-        scores[(r["benchmark"], r["strategy"])] = r["score"]
-        lineages.add(json.dumps(r["lineage"], sort_keys=True))
-    if not scores:
+        records.append({"model": r["lineage"].get("model_version", "") or "unknown", "benchmark": r["benchmark"],
+                        "strategy": r["strategy"], "score": r["score"], "lineage": r["lineage"]})
+    if not records:
         raise dg.Failure(description="no benchmark_scores yet: materialise some partitions first")
-    columns, rows = table(scores, list(BENCHMARKS))
-    png = beam_plot_png(rows)
+    grouped = by_model(records)
+    try:  # the headline is the current model's; scores of earlier models are shown apart, never mixed
+        current = lineage(context.instance)["model_version"] or "unknown"
+    except dg.Failure:
+        current = None
+    if current not in grouped:
+        current = max(grouped, key=lambda m: len(grouped[m]))
+    columns, rows = table(grouped[current], list(BENCHMARKS))
+    png = beam_plot_png(rows, list(BENCHMARKS), title=f"model {current[:16]}")
     md = markdown(columns, rows)
+    others = {m: markdown(*table(v, list(BENCHMARKS))) for m, v in sorted(grouped.items()) if m != current}
     report = data_store.step("benchmark_report")
     with report.open("report.md", "w") as f:
-        f.write(md + "\n")
+        f.write(f"## model {current}\n\n{md}\n")
+        for m, t in others.items():
+            f.write(f"\n## earlier model {m} (not averaged with the above)\n\n{t}\n")
     with report.open("score_vs_beam.png", "wb") as f:
         f.write(png)
-    digest = hashlib.sha256(md.encode()).hexdigest()[:32]
-    return dg.MaterializeResult(
-        data_version=dg.DataVersion(digest),
-        metadata={
-            "table": dg.MetadataValue.md(md),
-            "score_vs_beam": dg.MetadataValue.md("![score vs beam](data:image/png;base64," + base64.b64encode(png).decode() + ")"),
-            "scores": len(scores),
-            "models_scored": len(lineages),
-            "lineage": dg.MetadataValue.json([json.loads(x) for x in sorted(lineages)]),
-            "path": dg.MetadataValue.path(report.path("report.md")),
-        },
-    )
+    digest = hashlib.sha256((current + md + "".join(others.values())).encode()).hexdigest()[:32]
+    lineages = {json.dumps(r["lineage"], sort_keys=True) for r in records if r["model"] == current}
+    metadata = {
+        "model_version": current,
+        "table": dg.MetadataValue.md(md),
+        "score_vs_beam": dg.MetadataValue.md("![score vs beam](data:image/png;base64," + base64.b64encode(png).decode() + ")"),
+        "scores": len(grouped[current]),
+        "models_scored": len(grouped),
+        "lineage": dg.MetadataValue.json([json.loads(x) for x in sorted(lineages)]),
+        "path": dg.MetadataValue.path(report.path("report.md")),
+    }
+    if others:
+        metadata["earlier_models"] = dg.MetadataValue.md("\n\n".join(f"**{m}**\n\n{t}" for m, t in others.items()))
+    return dg.MaterializeResult(data_version=dg.DataVersion(digest), metadata=metadata)
