@@ -278,7 +278,7 @@ def test_retrace_default_scorer_is_the_models_own_check():
     core, _ = retrace_core([0.0])
     core.wrong = lambda body: "i=0" in body      # the self-check rejects every first candidate
     res = run("retrace", core, None, "q", SearchConfig(beam=2, cutoff=0.5))
-    assert all(s.scores[s.winner] == 1.0 for s in res.steps if s.scores and s.kind != "retrace")
+    assert all(s.scores[s.winner] > 0.99 for s in res.steps if s.scores and s.kind != "retrace")   # P(correct)
     assert "i=1" in res.stages["reasoning"]
 
 
