@@ -206,3 +206,13 @@ def test_sampling_follows_the_probabilities():
     draws = torch.stack([choose(probs.log(), s, exponential_noise((1, 3), gen, "cpu")) for _ in range(6000)])
     freq = torch.bincount(draws[:, 0], minlength=3).float() / 6000
     assert torch.allclose(freq, probs[0], atol=0.03)
+
+
+def test_text_only_and_several_images(tiny, image):
+    model, processor = tiny
+    eff = GenerationCore(model, processor, greedy=True)
+    cfg = SearchConfig(beam=2, budgets=TINY, greedy=True, give_up_without_tags=False)
+    text_only = run("stage_beam", eff, None, QUESTION, cfg)
+    assert text_only.stats["vision_calls"] == 0 and text_only.text
+    two = run("stage_beam", eff, [image, image.rotate(90, expand=True)], QUESTION, cfg)
+    assert two.stats["vision_calls"] == 1 and two.text           # joined into one image
