@@ -173,8 +173,10 @@ class Judge:
         core, _ = self._ctx(session)
         found = getattr(core, "judge_mode", None)
         if found is None:
+            # the first token of each possible reply: a stage tag's, or a choice's
+            first = (lambda t: tuple(core.tokens(t)[:1])) if hasattr(core, "tokens") else (lambda t: t)
             prompt = compare_prompt("answer", session.question, "", "(first answer)", "(second answer)")
-            tag, one, two = self.score(session, [ScoreItem(prompt, "", c) for c in (OPEN["summary"], *PICK)])
+            tag, one, two = self.score(session, [ScoreItem(prompt, "", first(c)) for c in (OPEN["summary"], *PICK)])
             found = "likelihood" if tag > max(one, two) else "label"
             try:
                 core.judge_mode = found

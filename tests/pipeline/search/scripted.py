@@ -103,9 +103,6 @@ class ScriptedCore:
     def open(self, image, question: str) -> ScriptedSession:
         return ScriptedSession(self, image, question)
 
-    def tokens(self, text: str) -> list[int]:
-        return list(range(len(text.split())))
-
     def score(self, session, items) -> list[float]:
         self.stats.judge_calls += 1
         prompts = list(dict.fromkeys(it.prompt for it in items))
