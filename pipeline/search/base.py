@@ -143,6 +143,8 @@ class StopScanner:
         """None to go on, else why the row ends: "eos" or the stop string just completed."""
         if token in self.eos:
             return "eos"
+        if not self.stops:
+            return None
         piece = self.piece(token)
         if not piece:
             return None

@@ -98,13 +98,15 @@ class _Base:
     batched = True
 
     def __init__(self, model, processor, *, temperature: float = 0.6, top_p: float = 0.9, top_k: int = 0,
-                 greedy: bool = False, seed: int = 0, suppress_eos: bool = False, ignore_stops: bool = False):
+                 greedy: bool = False, seed: int = 0, suppress_eos: bool = False, ignore_stops: bool = False,
+                 vocab_limit: int | None = None):
         self.model = model
         self.processor = processor
         self.tokenizer = getattr(processor, "tokenizer", processor)
         self.temperature, self.top_p, self.top_k, self.greedy = temperature, top_p, top_k, greedy
         self.suppress_eos = suppress_eos          # benchmark: keep every candidate to its budget
         self.ignore_stops = ignore_stops          # benchmark (random weights): stop tags never end a candidate
+        self.vocab_limit = vocab_limit            # benchmark: sample only ids the (smaller) tokenizer knows
         self.seed = seed
         self.stats = Stats()
         self.device = next(model.parameters()).device
@@ -236,18 +238,20 @@ class GenerationCore(_Base):
         logits = torch.cat([plan[j][4].logits for _, j, _ in order])
         window = max(p[4].length + p[3] for p in plan) + 1
         keep_rows = self.overlap or runner.cuda_graphs          # fixed batch: finished rows ride along
-        host = torch.empty(len(order), dtype=torch.long, pin_memory=True) if self.overlap else None
+        cuda = self.device.type == "cuda"
+        host = torch.empty(len(order), dtype=torch.long, pin_memory=cuda) if self.overlap else None
         for step in range(max(p[3] for p in plan)):
             tokens = self._choose(logits, order, plan)
             if self.overlap:
-                host.copy_(tokens, non_blocking=True)
-                ready = torch.cuda.Event()
-                ready.record()
-                more = step + 1 < max(p[3] for p in plan)
-                if more:      # queue the next forward before waiting for this step's ids
+                host.copy_(tokens, non_blocking=cuda)
+                ready = torch.cuda.Event() if cuda else None
+                if ready is not None:
+                    ready.record()
+                if step + 1 < max(p[3] for p in plan):   # queue the next forward before waiting for this step's ids
                     logits = runner.decode(tokens, rows, positions, window)
                     positions = positions + 1
-                ready.synchronize()
+                if ready is not None:
+                    ready.synchronize()
                 got = host.tolist()
             else:
                 got = tokens.tolist()
@@ -278,20 +282,31 @@ class GenerationCore(_Base):
         return [[Candidate(self.decode(t), t, e) for t, e in zip(toks[j], ends[j])] for j in range(len(plan))]
 
     def _choose(self, logits: torch.Tensor, order, plan) -> torch.Tensor:
-        if self.suppress_eos:
+        if self.suppress_eos or self.vocab_limit:
             logits = logits.clone()
-            logits[:, self.eos_ids] = float("-inf")
+            if self.suppress_eos:
+                logits[:, self.eos_ids] = float("-inf")
+            if self.vocab_limit:
+                logits[:, self.vocab_limit:] = float("-inf")
+        # each request draws noise for all its candidates every step, from its session's generator:
+        # which rows are still running, and which other questions share the batch, never change the
+        # random stream of a question
+        vocab = logits.shape[-1]
+        noise = {j: exponential_noise((len(p[0]), vocab), p[4].generator, self.device)
+                 for j, p in enumerate(plan) if not p[1].greedy}
         out = []
         i = 0
-        while i < len(order):           # each run of one request's rows: its settings, its generator
+        while i < len(order):           # each run of one request's rows: its settings
             j = order[i][1]
             k = i
             while k < len(order) and order[k][1] == j:
                 k += 1
             s = plan[j][1]
             block = logits[i:k]
-            noise = None if s.greedy else exponential_noise(block.shape, plan[j][4].generator, self.device)
-            out.append(choose(block, s, noise))
+            picked = None
+            if j in noise:
+                picked = noise[j][torch.tensor([order[x][2] for x in range(i, k)], device=self.device)]
+            out.append(choose(block, s, picked))
             i = k
         return torch.cat(out)
 

@@ -215,15 +215,20 @@ class Judge:
             out.append(math.exp(good - top) / (math.exp(good - top) + math.exp(bad - top)))
         return out
 
-    def likelihoods(self, session: Session, kind: str, context: str, texts: Sequence[str]) -> list[float]:
-        """Likelihood mode: mean log-probability per token of each candidate written after the answer
-        so far, under the stage's judging prompt (one call)."""
+    def likelihoods(self, session: Session, kind: str, context: str, texts: Sequence[str | tuple[int, ...]]) -> list[float]:
+        """Likelihood mode: mean log-probability per token of each candidate (text, or the token ids
+        it was generated as) written after the answer so far, under the stage's judging prompt (one
+        call). Per token, as a sum per text would favour short candidates."""
         prompt = likelihood_prompt(kind, session.question)
         lp = self.score(session, [ScoreItem(prompt, context, t) for t in texts])
-        # per text would favour short candidates: normalise by the length in the model's tokens
         core, _ = self._ctx(session)
-        lengths = [max(1, len(core.tokens(t))) if hasattr(core, "tokens") else max(1, len(t.split())) for t in texts]
-        return [v / n for v, n in zip(lp, lengths)]
+
+        def length(t) -> int:
+            if isinstance(t, tuple):
+                return max(1, len(t))
+            return max(1, len(core.tokens(t)) if hasattr(core, "tokens") else len(t.split()))
+
+        return [v / length(t) for v, t in zip(lp, texts)]
 
     # --- the knockout -----------------------------------------------------------------------
     def knockout(self, session: Session, kind: str, candidates: Sequence[Candidate],
@@ -244,11 +249,14 @@ class Judge:
             return KnockoutResult(pool[0], dropped=dropped)
         mode = self.mode_for(session)
         if mode == "likelihood":
-            return self._by_likelihood(session, kind, context, texts, pool, rng, dropped)
+            return self._by_likelihood(session, kind, context, candidates, texts, pool, rng, dropped)
         return self._by_labels(session, kind, context, texts, pool, rng, dropped)
 
-    def _by_likelihood(self, session, kind, context, texts, pool, rng, dropped) -> "KnockoutResult":
-        scores = dict(zip(pool, self.likelihoods(session, kind, context, [texts[i] for i in pool])))
+    def _by_likelihood(self, session, kind, context, candidates, texts, pool, rng, dropped) -> "KnockoutResult":
+        # the candidates as they were generated (token ids) when the core gave them, else their text
+        conts = [tuple(candidates[i].token_ids) if candidates[i].token_ids and hasattr(self._ctx(session)[0], "tokens")
+                 else texts[i] for i in pool]
+        scores = dict(zip(pool, self.likelihoods(session, kind, context, conts)))
         result = KnockoutResult(pool[0], dropped=dropped, scores={i: round(v, 4) for i, v in scores.items()})
         while len(pool) > 1:
             order = pool[:]

@@ -216,3 +216,15 @@ def test_text_only_and_several_images(tiny, image):
     assert text_only.stats["vision_calls"] == 0 and text_only.text
     two = run("stage_beam", eff, [image, image.rotate(90, expand=True)], QUESTION, cfg)
     assert two.stats["vision_calls"] == 1 and two.text           # joined into one image
+
+
+def test_reading_tokens_a_step_late_gives_the_same_candidates(tiny, image):
+    """The CUDA decode loop queues step t+1 before reading step t's ids; on the CPU the same loop
+    (forced) must give the same candidates and stops as the step-by-step one."""
+    model, processor = tiny
+    plain = GenerationCore(model, processor, seed=3, temperature=1.5, top_p=1.0, overlap=False)
+    late = GenerationCore(model, processor, seed=3, temperature=1.5, top_p=1.0, overlap=True)
+    a = plain.open(image, QUESTION, seed=5).sample(4, [" "], 12)
+    b = late.open(image, QUESTION, seed=5).sample(4, [" "], 12)
+    assert [(c.token_ids, c.stop) for c in a] == [(c.token_ids, c.stop) for c in b]
+    assert len({len(c.token_ids) for c in a}) > 1
