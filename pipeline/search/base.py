@@ -30,6 +30,7 @@ class Candidate:
     text: str                     # the new text (special tokens skipped)
     token_ids: list[int] = field(default_factory=list)  # the new tokens (an end-of-text token dropped)
     stop: str = "budget"          # which stop string ended it, or "eos", or "budget"
+    logprob: float | None = None  # the model's log-probability of token_ids (untempered), when the core kept it
 
 
 @dataclass

@@ -239,11 +239,15 @@ class GenerationCore(_Base):
         window = max(p[4].length + p[3] for p in plan) + 1
         keep_rows = self.overlap or runner.cuda_graphs          # fixed batch: finished rows ride along
         cuda = self.device.type == "cuda"
-        host = torch.empty(len(order), dtype=torch.long, pin_memory=cuda) if self.overlap else None
+        # the step's one host transfer: its token ids and their log-probabilities, packed together
+        host = torch.empty((2, len(order)), dtype=torch.float64, pin_memory=cuda) if self.overlap else None
+        lps = [[0.0] * len(p[0]) for p in plan]
         for step in range(max(p[3] for p in plan)):
             tokens = self._choose(logits, order, plan)
+            chosen = torch.log_softmax(logits.float(), dim=-1).gather(-1, tokens[:, None])[:, 0]
+            packed = torch.stack([tokens.double(), chosen.double()])
             if self.overlap:
-                host.copy_(tokens, non_blocking=cuda)
+                host.copy_(packed, non_blocking=cuda)
                 ready = torch.cuda.Event() if cuda else None
                 if ready is not None:
                     ready.record()
@@ -252,15 +256,17 @@ class GenerationCore(_Base):
                     positions = positions + 1
                 if ready is not None:
                     ready.synchronize()
-                got = host.tolist()
+                got, got_lp = host.tolist()
             else:
-                got = tokens.tolist()
-            for (row, j, c), t in zip(order, got):
+                got, got_lp = packed.tolist()
+            for (row, j, c), t, lp in zip(order, got, got_lp):
+                t = int(t)
                 if (j, c) not in live:
                     continue
                 hit = plan[j][2].feed(c, t)
                 if hit != "eos":
                     toks[j][c].append(t)
+                    lps[j][c] += lp
                 if hit is not None or len(toks[j][c]) >= plan[j][3]:
                     ends[j][c] = hit or "budget"
                     live.discard((j, c))
@@ -279,7 +285,8 @@ class GenerationCore(_Base):
             positions = positions + 1
         for p in plan:
             runner.release(p[0][1:])
-        return [[Candidate(self.decode(t), t, e) for t, e in zip(toks[j], ends[j])] for j in range(len(plan))]
+        return [[Candidate(self.decode(t), t, e, lp) for t, e, lp in zip(toks[j], ends[j], lps[j])]
+                for j in range(len(plan))]
 
     def _choose(self, logits: torch.Tensor, order, plan) -> torch.Tensor:
         if self.suppress_eos or self.vocab_limit:

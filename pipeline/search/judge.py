@@ -9,13 +9,14 @@ after a judge prompt, the model's reply more likely opens with a stage tag than 
   - label: the comparison prompt shows both candidates and asks for "1" or "2"; the verdict is the
     choice whose continuation the model finds more likely (models that follow instructions; a
     separate instruction-tuned judge);
-  - likelihood: for four-stage models. The judge prompt is the question with the stage's criteria;
-    the model's reply is forced to the answer so far, and each candidate is scored by the mean
-    log-probability of its tokens there: the candidate the model itself would rather write, under
-    the criteria. All candidates of a step are scored in one call; the knockout then compares
-    scores (same pairing, same N-1 comparisons). The reasoning pre-check is left out (the score is
-    the check); the retracing search's self-check reads "correct"/"incorrect" inside a forced
-    <CONCLUSION>.
+  - likelihood: for four-stage models. The judge prompt is the question itself (see
+    `likelihood_prompt` for why), the model's reply is the answer so far, and each candidate is
+    scored by the mean log-probability of its tokens there: the candidate the model itself would
+    rather write. When the generating model judges, the core already has those log-probabilities
+    from decoding (`Candidate.logprob`) and the verdicts cost no forward at all; a separate judge
+    model scores all candidates of a step in one call. The knockout then compares scores (same
+    pairing, same N-1 comparisons). The reasoning pre-check is left out (the score is the check);
+    the retracing search's self-check reads "correct"/"incorrect" inside a forced <CONCLUSION>.
 
 Both prefer well-formed candidates: a candidate that does its step properly (closes its stage,
 keeps the answer a valid four-stage prefix) always beats one that does not, before the model is
@@ -99,13 +100,14 @@ def _header(question: str, context: str) -> str:
     return HEADER.format(question=question, context=context.strip() or "(nothing yet)")
 
 
-# likelihood mode: the question itself, with what a good step looks like; the reply is the answer
-LIKELIHOOD = "{question}\n\n(Answer in the four stages. What makes a good {what}: {criterion})"
-
-
 def likelihood_prompt(kind: str, question: str) -> str:
-    what, criterion = CRITERIA[kind]
-    return LIKELIHOOD.format(question=question.strip(), what=what, criterion=criterion)
+    """Likelihood mode's judge prompt: the question itself. A model that knows only the four-stage
+    format does not follow judging instructions, and an instruction added to the question moves it
+    off the one format it knows: measured on the tiny four-stage model of the tests, its preference
+    for the caption that names the colour asked about fell from 60 of 60 to chance (30 of 60) when
+    the stage's criteria were appended to the question. So the candidates are scored where the model
+    would write them, in its own answer to the question."""
+    return question
 
 
 def compare_prompt(kind: str, question: str, context: str, a: str, b: str) -> str:
@@ -253,10 +255,16 @@ class Judge:
         return self._by_labels(session, kind, context, texts, pool, rng, dropped)
 
     def _by_likelihood(self, session, kind, context, candidates, texts, pool, rng, dropped) -> "KnockoutResult":
-        # the candidates as they were generated (token ids) when the core gave them, else their text
-        conts = [tuple(candidates[i].token_ids) if candidates[i].token_ids and hasattr(self._ctx(session)[0], "tokens")
-                 else texts[i] for i in pool]
-        scores = dict(zip(pool, self.likelihoods(session, kind, context, conts)))
+        core, _ = self._ctx(session)
+        own = core is getattr(session, "core", None)
+        if own and all(candidates[i].logprob is not None for i in pool):
+            # the generating model judges: its log-probabilities from decoding are the scores
+            scores = {i: candidates[i].logprob / max(1, len(candidates[i].token_ids)) for i in pool}
+        else:
+            # the candidates as they were generated (token ids) when the core gave them, else their text
+            conts = [tuple(candidates[i].token_ids) if candidates[i].token_ids and hasattr(core, "tokens")
+                     else texts[i] for i in pool]
+            scores = dict(zip(pool, self.likelihoods(session, kind, context, conts)))
         result = KnockoutResult(pool[0], dropped=dropped, scores={i: round(v, 4) for i, v in scores.items()})
         while len(pool) > 1:
             order = pool[:]

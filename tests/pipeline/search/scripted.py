@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 from pipeline.search.base import Candidate
-from pipeline.search.judge import LIKELIHOOD
 from pipeline.stages import OPEN
 
 
@@ -120,7 +119,7 @@ class ScriptedCore:
             return 0.0 if cont == str(1 + self.prefer(*pair)) else -5.0
         if body is not None:
             return 0.0 if (cont == "incorrect") == self.wrong(body) else -5.0
-        if p.endswith(")") and "What makes a good" in p:               # likelihood mode: the candidate itself
+        if item.reply is not None and pair is None and body is None:  # likelihood mode: the candidate itself
             n = max(1, len(cont.split()))
             if self.likes is not None:
                 return self.likes(cont) * n

@@ -228,3 +228,19 @@ def test_reading_tokens_a_step_late_gives_the_same_candidates(tiny, image):
     b = late.open(image, QUESTION, seed=5).sample(4, [" "], 12)
     assert [(c.token_ids, c.stop) for c in a] == [(c.token_ids, c.stop) for c in b]
     assert len({len(c.token_ids) for c in a}) > 1
+
+
+def test_decoding_keeps_each_candidates_log_probability_and_the_judge_reads_it_for_free(tiny, image):
+    from pipeline.search.base import ScoreItem
+
+    model, processor = tiny
+    eff = GenerationCore(model, processor, seed=1)
+    s = eff.open(image, QUESTION)
+    cands = s.sample(3, [], 6)
+    scored = eff.score(s, [ScoreItem(QUESTION, "", tuple(c.token_ids)) for c in cands])
+    assert [round(c.logprob, 3) for c in cands] == [round(x, 3) for x in scored]
+    eff.stats.reset()
+    ko = Judge(eff, mode="likelihood").knockout(s, "answer", cands, random.Random(0))
+    assert eff.stats.judge_calls == 0 and eff.stats.forward_calls == 0       # no forward for the verdicts
+    best = max(range(3), key=lambda i: cands[i].logprob / len(cands[i].token_ids))
+    assert ko.winner == best or cands[ko.winner].text == cands[best].text

@@ -31,22 +31,24 @@ def test_the_trained_model_writes_four_stages_and_the_judge_sees_it(four_stage_m
     assert Judge(core).mode_for(session) == "likelihood"      # the probe: its replies open with <SUMMARY>
 
 
-def test_the_knockout_prefers_the_conclusion_that_agrees_with_the_reasoning(four_stage_model):
+def test_the_knockout_prefers_the_caption_that_describes_what_was_asked(four_stage_model):
+    """The planted difference: two captions that differ only in the colour of the objects; the right
+    one names the colour the question asks about (as every training answer's caption does)."""
     model, processor = four_stage_model
-    img = None      # text-only questions, as it was trained
     core = GenerationCore(model, processor, greedy=True)
     judge = Judge(core)
     rng = random.Random(7)
     right = 0
     for trial in range(TRIALS):
         k, colour, shape = rng.randint(0, 12), rng.choice(FOUR_STAGE_COLOURS), rng.choice(FOUR_STAGE_SHAPES)
-        wrong = rng.choice([x for x in range(13) if x != k])
-        context = four_stage_answer(k, colour, shape).split("<CONCLUSION>")[0]
-        session = core.open(img, f"How many {colour} {shape}s are there?")
+        other = rng.choice([c for c in FOUR_STAGE_COLOURS if c != colour])
+        context = four_stage_answer(k, colour, shape).split("<CAPTION>")[0]
+        session = core.open(None, f"How many {colour} {shape}s are there?")
         session.commit(Candidate(context, core.tokens(context)))
-        cands = [Candidate(f"<CONCLUSION>\n{v}\n</CONCLUSION>") for v in ((k, wrong) if trial % 2 else (wrong, k))]
-        ko = judge.knockout(session, "conclusion", cands, random.Random(trial))
-        right += int(cands[ko.winner].text == f"<CONCLUSION>\n{k}\n</CONCLUSION>")
+        good = f"<CAPTION>\nThe image shows {k} {colour} {shape}s.\n</CAPTION>"
+        cands = [Candidate(t) for t in ((good, good.replace(colour, other)) if trial % 2 else (good.replace(colour, other), good))]
+        ko = judge.knockout(session, "caption", cands, random.Random(trial))
+        right += int(cands[ko.winner].text == good)
         session.close()
     # chance is 20 of 40; 30 or more happens by chance with probability < 0.2 %
     assert right >= 30, f"{right}/{TRIALS} right"
