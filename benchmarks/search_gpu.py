@@ -65,7 +65,7 @@ def model_config(tiny: bool, image_token: int, eos: list[int], pad: int, bos: in
                       num_global_layers=2, intermediate_layers_indices=[1, 3, 5, 6, 7], vision_output_dim=7680,
                       image_size=560, patch_size=14, max_num_tiles=4)
         text = dict(vocab_size=128256, hidden_size=4096, num_hidden_layers=10, cross_attention_layers=[3, 8],
-                    num_attention_heads=32, num_key_value_heads=8, intermediate_size=14336, rope_theta=500000.0)
+                    num_attention_heads=32, num_key_value_heads=8, intermediate_size=14336)
     text.update(max_position_embeddings=8192, bos_token_id=bos, eos_token_id=eos, pad_token_id=pad,
                 tie_word_embeddings=False)
     return MllamaConfig(vision_config=vision, text_config=text, image_token_index=image_token)

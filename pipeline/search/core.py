@@ -534,8 +534,11 @@ class NaiveCore(_Base):
             kwargs.update(temperature=self.temperature, top_p=self.top_p, top_k=self.top_k or 0)
         else:
             kwargs.update(temperature=None, top_p=None, top_k=None)
-        if self.suppress_eos:
-            kwargs["suppress_tokens"] = list(self.eos_ids)
+        suppress = list(self.eos_ids) if self.suppress_eos else []
+        if self.vocab_limit:
+            suppress += list(range(self.vocab_limit, self.model.config.get_text_config().vocab_size))
+        if suppress:
+            kwargs["suppress_tokens"] = suppress
         if stopping is not None:
             kwargs["stopping_criteria"] = StoppingCriteriaList([stopping])
         self.stats.generate_calls += 1
