@@ -77,17 +77,23 @@ def search_predictor(strategy: str, core, config, parallel: int = 8) -> PredictM
     from pipeline.search.batch import run_many
 
     def predict_many(items: list[Item], record: Record) -> None:
-        images = [it.images() for it in items]
+        ready, images = [], []
+        for it in items:
+            try:
+                images.append(it.images())
+                ready.append(it)
+            except Exception as exc:  # noqa: BLE001 - an unreadable image fails its item, not the run
+                record(it, {"prediction": "", "error": f"image: {type(exc).__name__}: {exc}"[:500]})
 
         def done(i: int, result) -> None:
             extra = {"images": len(images[i])} if len(images[i]) != 1 else {}
             if isinstance(result, Exception):
-                record(items[i], {"prediction": "", "error": f"{type(result).__name__}: {result}"[:500], **extra})
+                record(ready[i], {"prediction": "", "error": f"{type(result).__name__}: {result}"[:500], **extra})
                 return
-            record(items[i], {"prediction": result.text, "search_seconds": round(result.seconds, 3),
+            record(ready[i], {"prediction": result.text, "search_seconds": round(result.seconds, 3),
                               "well_formed": result.problem is None, **extra})
 
-        run_many(strategy, core, [(ims or None, it.prompt) for ims, it in zip(images, items)], config,
+        run_many(strategy, core, [(ims or None, it.prompt) for ims, it in zip(images, ready)], config,
                  parallel=parallel, on_result=done)
 
     return predict_many

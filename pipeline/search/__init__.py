@@ -27,6 +27,8 @@ def quiet_warnings() -> None:
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"transformers(\.|$)")
     warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"transformers(\.|$)")
     warnings.filterwarnings("ignore", message=r".*past_key_values.*deprecated.*")
+    # raised inside transformers' own modules but attributed (by stack level) to torch's caller
+    warnings.filterwarnings("ignore", category=FutureWarning, message=r".*deprecated and will be removed in (version )?v?5\.")
     try:
         from transformers.utils import logging as hf_logging
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from typing import Sequence
 
 import torch
@@ -84,7 +85,9 @@ class MllamaRunner:
         self.num_patches = self.vision.num_patches
         vcfg = model.config.vision_config
         self.n_vision = int(vcfg.max_num_tiles) * self.num_patches      # vision tokens of one image
-        self.cuda_graphs = self.device.type == "cuda" if cuda_graphs is None else bool(cuda_graphs and self.device.type == "cuda")
+        if cuda_graphs is None:      # default: on with CUDA; LLAVACOT_CUDA_GRAPHS=0 turns them off
+            cuda_graphs = os.environ.get("LLAVACOT_CUDA_GRAPHS", "1") != "0"
+        self.cuda_graphs = bool(cuda_graphs and self.device.type == "cuda")
         self.graphs: dict[int, "_DecodeGraph"] = {}
         self.R = self.L = 0
         self.free: list[int] = []
