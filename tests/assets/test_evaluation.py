@@ -98,3 +98,26 @@ def _benchmarks():
     from pipeline.evaluate import BENCHMARKS
 
     return BENCHMARKS
+
+
+def test_the_report_shows_the_current_model_and_never_averages_two(tmp_path):
+    import json
+
+    scores = tmp_path / "data" / "benchmark_scores"
+    scores.mkdir(parents=True)
+    for model, value in (("weights-v1", 10.0), ("weights-v2", 90.0)):
+        for bench in ("AI2D_TEST", "MMStar"):
+            (scores / f"{bench}__direct__{model}.json").write_text(json.dumps(
+                {"benchmark": bench, "strategy": "direct", "score": value, "lineage": {"model_version": model}}))
+    resources = {"data_store": DataStore(root_uri=str(tmp_path / "data")), "evaluation": EvaluationSettings(),
+                 "teacher": Teacher(backend="offline", cache_dir=str(tmp_path / "teacher"))}
+    with dg.instance_for_test() as instance:
+        instance.report_runless_asset_event(dg.AssetMaterialization(
+            "finetuned_model", metadata={"export": dg.MetadataValue.path("/m")}, tags={"dagster/data_version": "weights-v2"}))
+        res = dg.materialize([benchmark_scores, benchmark_report], selection=[benchmark_report], instance=instance,
+                             resources=resources)
+        (r,) = res.asset_materializations_for_node("benchmark_report")
+    table = r.metadata["table"].value
+    assert r.metadata["model_version"].value == "weights-v2" and r.metadata["models_scored"].value == 2
+    assert "| direct | 90.0 |" in table and "10.0" not in table and "50.0" not in table
+    assert "10.0" in r.metadata["earlier_models"].value
