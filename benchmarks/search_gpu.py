@@ -294,6 +294,9 @@ def main() -> int:
         shown = f"{100 * v:5.1f} %" if "busy" in label else f"{v:5.2f}x"
         lines.append(f"{label:<32} {shown}   goal {op} {target if 'busy' not in label else f'{100 * target:.0f} %'}  "
                      f"[{'met' if ok else 'NOT met'}]")
+    if "naive stage_beam N=4" in w and "stage_beam N=4 label" in w:
+        lines.append(f"{'naive N=4 / N=4 label (same judge)':<32} {w['naive stage_beam N=4'] / w['stage_beam N=4 label']:5.2f}x"
+                     "   (for reference: both read label verdicts)")
     lines += [""] + notes + [f"whole run {time.perf_counter() - t_start:.0f} s (model build {build_s:.0f} s)"]
     report = "\n".join(lines)
     say(report)
