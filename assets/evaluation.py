@@ -32,21 +32,24 @@ def _core(path: str, version: str, device: str, dtype: str, greedy: bool, seed: 
 
 
 class _Progress:
-    """Items done / total and the time left, to the run log (and so the terminal): every tenth of the
-    partition or every 15 s, whichever comes first, and at the end."""
+    """Items done / total and the time left, to the run log (and so the terminal): at each quarter of
+    a partition of 20 items or more, every 15 s, and at the end (a small partition: one line)."""
 
     def __init__(self, log, label: str):
         self.log, self.label = log, label
-        self.last_time, self.last_step = time.monotonic(), -1
+        self.start = self.last_time = time.monotonic()
+        self.last_step = 0
         self.count = 0
 
     def __call__(self, done: int, total: int, eta: float | None) -> None:
         self.count = done
-        step = done * 10 // max(total, 1)
+        step = done * 4 // max(total, 1) if total >= 20 else 0
         now = time.monotonic()
-        if done == total or step > self.last_step or now - self.last_time > 15:
+        if done == total:
+            self.log.info(f"{self.label}: {done}/{total} items predicted in {now - self.start:.1f} s")
+        elif step > self.last_step or now - self.last_time > 15:
             self.last_time, self.last_step = now, step
-            left = "" if eta is None or done == total else f", about {eta:.0f} s left"
+            left = "" if eta is None else f", about {eta:.0f} s left"
             self.log.info(f"{self.label}: {done}/{total} items predicted{left}")
 
 
