@@ -190,6 +190,7 @@ class GenerationCore(_Base):
         # busy machine more threads spin against each other (measured: 43x slower at load 12 on 2 cores)
         small = sum(p.numel() for p in model.parameters()) < 50_000_000
         self.cpu_threads = 1 if self.device.type == "cpu" and small else None
+        self._index: dict[tuple[int, ...], torch.Tensor] = {}
 
     @contextlib.contextmanager
     def threads(self):
@@ -332,7 +333,11 @@ class GenerationCore(_Base):
             block = logits[i:k]
             picked = None
             if j in noise:
-                picked = noise[j][torch.tensor([order[x][2] for x in range(i, k)], device=self.device)]
+                cands = tuple(order[x][2] for x in range(i, k))
+                index = self._index.get(cands)
+                if index is None:        # made once per set of rows, not every step (no upload per token)
+                    index = self._index[cands] = torch.tensor(cands, device=self.device)
+                picked = noise[j].index_select(0, index)
             out.append(choose(block, s, picked))
             i = k
         return torch.cat(out)

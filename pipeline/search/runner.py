@@ -89,6 +89,7 @@ class MllamaRunner:
             cuda_graphs = os.environ.get("LLAVACOT_CUDA_GRAPHS", "1") != "0"
         self.cuda_graphs = bool(cuda_graphs and self.device.type == "cuda")
         self.graphs: dict[int, "_DecodeGraph"] = {}
+        self._rows: dict[tuple[int, ...], torch.Tensor] = {}
         self.R = self.L = 0
         self.free: list[int] = []
         self.ensure(rows, length)
@@ -300,7 +301,10 @@ class MllamaRunner:
                 if graph is not None:
                     return graph.run(tokens, positions)[:b]
                 self.cuda_graphs = False        # capture failed (logged): eager from now on
-        rows_t = torch.tensor(list(rows), device=self.device)
+        key = tuple(rows)
+        rows_t = self._rows.get(key)
+        if rows_t is None:             # uploaded once per set of rows, not every step
+            rows_t = self._rows[key] = torch.tensor(key, device=self.device)
         span = (rows[0], rows[0] + b) if list(rows) == list(range(rows[0], rows[0] + b)) else None
         with sdpa_backends(self.device):
             h = self.hidden_states(tokens[:, None], rows_t, positions, min(self.L, _round_up(window or self.L)), span)
