@@ -574,16 +574,24 @@ class NaiveCore(_Base):
         return self.model.generate(**inputs, **kwargs)
 
     def score(self, session: "NaiveSession", items: Sequence[ScoreItem]) -> list[float]:
+        """One forward per judge prompt, from scratch (image re-encoded): the choices of one prompt
+        that are a single token each ("1"/"2") are read from that prompt's one forward, as a
+        generated verdict would be."""
         out = []
+        last: dict[tuple[int, ...], torch.Tensor] = {}     # prompt ids -> log-probs of its next token
         with self.counting():
             for item in items:
+                ids, at = self.score_ids(item, session.image is not None)
+                if len(ids) - at == 1 and tuple(ids[:at]) in last:
+                    out.append(float(last[tuple(ids[:at])][ids[at]]))
+                    continue
                 self.stats.judge_calls += 1
                 self.stats.judge_prompts += 1
-                ids, at = self.score_ids(item, session.image is not None)
                 inputs = self._inputs(session.image, self.chat_text(item.prompt, session.image is not None),
                                       ids[len(self.tokens(self.chat_text(item.prompt, session.image is not None))):])
                 logits = self.model(**inputs).logits[0].float()
                 lp = torch.log_softmax(logits[at - 1 : len(ids) - 1], dim=-1)
+                last[tuple(ids[:at])] = lp[0]
                 out.append(float(lp.gather(-1, torch.tensor(ids[at:], device=lp.device)[:, None]).sum()))
         return out
 
