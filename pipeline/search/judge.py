@@ -3,8 +3,8 @@ knockout that keeps one of N candidates with N-1 comparisons.
 
 A verdict is read from the model's own probabilities, never from a parsed free-text reply (a model
 fine-tuned on four-stage answers answers every prompt with `<SUMMARY>...`, so a short greedy reply
-never names a choice). Two ways, chosen per model (`mode="auto"`, decided once per core by whether,
-after a judge prompt, the model's reply more likely opens with a stage tag than with a choice):
+never names a choice). Two ways, chosen per model (`mode="auto"`, decided once per core by whether
+the model opens its answer to a question with <SUMMARY> more often than not: a four-stage model):
 
   - label: the comparison prompt shows both candidates and asks for "1" or "2"; the verdict is the
     choice whose continuation the model finds more likely (models that follow instructions; a
@@ -175,11 +175,14 @@ class Judge:
         core, _ = self._ctx(session)
         found = getattr(core, "judge_mode", None)
         if found is None:
-            # the first token of each possible reply: a stage tag's, or a choice's
-            first = (lambda t: tuple(core.tokens(t)[:1])) if hasattr(core, "tokens") else (lambda t: t)
-            prompt = compare_prompt("answer", session.question, "", "(first answer)", "(second answer)")
-            tag, one, two = self.score(session, [ScoreItem(prompt, "", first(c)) for c in (OPEN["summary"], *PICK)])
-            found = "likelihood" if tag > max(one, two) else "label"
+            # a four-stage model opens its answer to a question with <SUMMARY> (its first token) more
+            # often than not; a model that was not fine-tuned on the format does not. (Asked after a
+            # judge prompt instead, a small model's reply is arbitrary: the tiny four-stage model of
+            # the tests put 0.77 on "1" and nothing on <SUMMARY> there, while it opened every
+            # answer to a question with <SUMMARY>.)
+            first = tuple(core.tokens(OPEN["summary"])[:1]) if hasattr(core, "tokens") else OPEN["summary"]
+            [tag] = self.score(session, [ScoreItem(session.question, "", first)])
+            found = "likelihood" if tag > math.log(0.5) else "label"
             try:
                 core.judge_mode = found
             except AttributeError:

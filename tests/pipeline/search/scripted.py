@@ -113,7 +113,7 @@ class ScriptedCore:
     def _score(self, item) -> float:
         p, cont = item.prompt, item.continuation
         if cont == OPEN["summary"]:                                    # the judge's probe
-            return 0.0 if self.four_stage else -10.0
+            return -0.1 if self.four_stage else -10.0
         pair, body = compared(p), checked(p)
         if pair is not None:
             return 0.0 if cont == str(1 + self.prefer(*pair)) else -5.0

@@ -384,3 +384,14 @@ class ScriptedSessionEnds:
             return s
         core.open = open_
         return spy
+
+
+@pytest.mark.parametrize("four_stage, mode", [(True, "likelihood"), (False, "label")])
+def test_auto_judge_mode_follows_whether_the_model_answers_in_four_stages(four_stage, mode):
+    core = ScriptedCore(staged({}), judge_mode=None, four_stage=four_stage)
+    session = core.open(None, "How many?")
+    assert Judge(core).mode_for(session) == mode
+    assert core.judge_mode == mode                       # decided once per core
+    calls = core.stats.judge_calls
+    Judge(core).mode_for(session)
+    assert core.stats.judge_calls == calls
