@@ -44,8 +44,8 @@ def four_stage_model(tiny_model_dir):
     """The embedded tiny Mllama fine-tuned here on four-stage answers only (no judge prompt, no
     "1"/"2" reply ever): text-only questions -> summary, caption, reasoning, conclusion. 500 steps,
     seeded, one torch thread (the same run everywhere): about 30 s of CPU, once per test session. (At 300
-    steps its preference on the test below sat near chance for one tokenizer and 40 of 40 for another;
-    at 500, 40 of 40 with both.)"""
+    steps the caption test counted only 27 of 40 with the demo's newer tokenizer; at 500, 40 of 40 with
+    both tokenizers tried.)"""
     import random
 
     import torch
