@@ -143,7 +143,11 @@ class TrainLoop:
     def _assemble(self, lr, window_start, window_steps):
         """Queue the metrics of the window ending at this step (all-reduce on the device); they are
         read by `_emit` after the next step's work is queued. Returns the next window's start."""
-        values = torch.cat([self.loss_sum, torch.tensor(self.counts, dtype=torch.float64).to(self.device)])
+        # the host counts go up from pinned memory, asynchronously: a copy from pageable memory
+        # would wait for the device to finish the step (a synchronisation at every metrics line)
+        cuda = self.device.type == "cuda"
+        counts = torch.tensor(self.counts, dtype=torch.float64, pin_memory=cuda).to(self.device, non_blocking=cuda)
+        values = torch.cat([self.loss_sum, counts])
         if self.world > 1:
             dist.all_reduce(values)
         end = self.clock.mark()
