@@ -141,34 +141,36 @@ def timed(core, strategy, img, config):
     return res
 
 
-def busy_fraction(fn) -> tuple[float, float, int]:
-    """(union of CUDA kernel intervals / wall, wall seconds, kernels) of fn() under torch.profiler."""
-    import torch
-    from torch.profiler import ProfilerActivity, profile
+def busy_fraction(fn) -> tuple[float | None, float, int]:
+    """(busy fraction, wall seconds, device events) of fn() under torch.profiler: the union of the
+    device's kernel, copy and memset intervals inside a host range around fn(), over that range's
+    wall time. The trainer's measure (pipeline/train/profiling.py), read from the Chrome trace by
+    event category: GPU-side annotations and synchronisation records are not device work, and the
+    trace is written by the profiler's C++ side (parsing every event in Python takes longer than
+    the run). None on a CPU (no device events)."""
+    import tempfile
 
-    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+    import torch
+    from torch.profiler import ProfilerActivity, profile, record_function
+
+    from pipeline.train.profiling import device_busy
+
+    window = "search_gpu/profiled_run"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+    with profile(activities=activities) as prof:
         sync()
         t0 = time.perf_counter()
-        fn()
-        sync()
+        with record_function(window):
+            fn()
+            sync()
         wall = time.perf_counter() - t0
-    spans = []
-    for e in prof.events():
-        dev = getattr(e, "device_type", None)
-        if dev is not None and dev == torch.autograd.DeviceType.CUDA and e.time_range.end > e.time_range.start:
-            spans.append((e.time_range.start, e.time_range.end))
-    spans.sort()
-    busy, cur_s, cur_e = 0.0, None, None
-    for s, e in spans:
-        if cur_e is None or s > cur_e:
-            if cur_e is not None:
-                busy += cur_e - cur_s
-            cur_s, cur_e = s, e
-        else:
-            cur_e = max(cur_e, e)
-    if cur_e is not None:
-        busy += cur_e - cur_s
-    return busy / 1e6 / wall, wall, len(spans)
+    with tempfile.TemporaryDirectory() as tmp:
+        trace = Path(tmp) / "trace.json"
+        prof.export_chrome_trace(str(trace))
+        busy = device_busy(trace, window=window)
+    if busy is None:
+        return None, wall, 0
+    return busy["busy_fraction"], busy["wall_s"], busy["events"]
 
 
 def graph_check(core, img) -> str:
@@ -263,7 +265,7 @@ def main() -> int:
         frac, wall, kernels = busy_fraction(lambda: timed(eff, "stage_beam", img, cfg(4)))
         if args.device.startswith("cuda"):
             busy = frac
-            notes.append(f"profiled stage_beam N=4: wall {wall:.2f} s under the profiler, {kernels} kernels")
+            notes.append(f"profiled stage_beam N=4: wall {wall:.2f} s under the profiler, {kernels} device events")
     except Exception as exc:  # noqa: BLE001 - optional
         notes.append(f"profiler failed: {exc!r}")
 
