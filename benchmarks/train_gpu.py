@@ -92,8 +92,19 @@ def answer_lengths(rng: random.Random, n: int, median: int = 360, sigma: float =
     return [int(min(1200, max(120, median * math.exp(rng.gauss(0, sigma))))) for _ in range(n)]
 
 
+def _photo(spec: tuple[int, int, int]) -> bytes:
+    """A pool task: the JPEG of (seed, width, height)."""
+    seed, width, height = spec
+    return photo_jpeg(random.Random(seed), width, height)
+
+
 def write_shards(out: Path, tokenizer, rows: int, seed: int, max_side: int = 1280, min_side: int = 336,
                  answer_median: int = 360) -> str:
+    """Shards of `rows` realistic rows (a function of `seed`). The texts are drawn here, the photos
+    (most of the time: ~0.1-0.2 s each at 1,280 px) encoded by a pool of processes, one per core."""
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
     from pipeline.shards import MANIFEST, ShardWriter, write_manifest
     from pipeline.storage import Root
 
@@ -102,19 +113,23 @@ def write_shards(out: Path, tokenizer, rows: int, seed: int, max_side: int = 128
         return str(out)
     rng = random.Random(seed)
     lengths = answer_lengths(rng, rows, median=answer_median)
-    with ShardWriter(root, "data/train", split="train", durable=False) as w:
-        for i, n in enumerate(lengths):
-            ratio = rng.choice([1.0, 4 / 3, 3 / 4, 16 / 9, 9 / 16, 3 / 2, 2 / 3, 2.0])
-            long_side = rng.randint(min_side, max_side)
-            width, height = (long_side, int(long_side / ratio)) if ratio >= 1 else (int(long_side * ratio), long_side)
-            width, height = max(min_side // 2, width), max(min_side // 2, height)
-            body = [text_of_tokens(tokenizer, rng, max(8, int(n * f))) for f in (0.12, 0.25, 0.5, 0.08)]
-            answer = (f"<SUMMARY>\n{body[0]}\n</SUMMARY>\n\n<CAPTION>\n{body[1]}\n</CAPTION>\n\n"
-                      f"<REASONING>\n{body[2]}\n</REASONING>\n\n<CONCLUSION>\n{body[3]}\n</CONCLUSION>")
-            question = text_of_tokens(tokenizer, rng, rng.randint(12, 90)) + "?"
-            w.add({"id": f"bench/{i}", "source": "synthetic", "image_bytes": photo_jpeg(rng, width, height),
-                   "image_path": f"{i}.jpg",
-                   "conversations": [{"from": "human", "value": "<image>\n" + question}, {"from": "gpt", "value": answer}]})
+    texts, photos = [], []
+    for n in lengths:
+        ratio = rng.choice([1.0, 4 / 3, 3 / 4, 16 / 9, 9 / 16, 3 / 2, 2 / 3, 2.0])
+        long_side = rng.randint(min_side, max_side)
+        width, height = (long_side, int(long_side / ratio)) if ratio >= 1 else (int(long_side * ratio), long_side)
+        photos.append((rng.randrange(2**31), max(min_side // 2, width), max(min_side // 2, height)))
+        body = [text_of_tokens(tokenizer, rng, max(8, int(n * f))) for f in (0.12, 0.25, 0.5, 0.08)]
+        answer = (f"<SUMMARY>\n{body[0]}\n</SUMMARY>\n\n<CAPTION>\n{body[1]}\n</CAPTION>\n\n"
+                  f"<REASONING>\n{body[2]}\n</REASONING>\n\n<CONCLUSION>\n{body[3]}\n</CONCLUSION>")
+        texts.append((text_of_tokens(tokenizer, rng, rng.randint(12, 90)) + "?", answer))
+    # fork: the workers only run PIL and numpy (nothing of CUDA, which this process may have touched)
+    with ProcessPoolExecutor(min(16, os.cpu_count() or 1), mp_context=get_context("fork")) as pool, \
+            ShardWriter(root, "data/train", split="train", durable=False) as w:
+        for i, ((question, answer), jpeg) in enumerate(zip(texts, pool.map(_photo, photos, chunksize=4))):
+            w.add({"id": f"bench/{i}", "source": "synthetic", "image_bytes": jpeg, "image_path": f"{i}.jpg",
+                   "conversations": [{"from": "human", "value": "<image>\n" + question},
+                                     {"from": "gpt", "value": answer}]})
     write_manifest(root, w.shards)
     return str(out)
 
@@ -165,6 +180,27 @@ CONFIGS = {
 }
 
 
+def run_bounded(cmd: list[str], env: dict, log, timeout: float) -> int | None:
+    """Run `cmd` with its output in `log`; its exit status, or None when it ran past `timeout` and
+    was stopped. Stopped with SIGTERM first, which torchrun passes on to its workers (a SIGKILL
+    would leave a worker holding the GPU for the rest of the benchmark), then SIGKILL."""
+    proc = subprocess.Popen(cmd, env=env, cwd=str(REPO), stdout=log, stderr=subprocess.STDOUT)
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        return None
+    except BaseException:  # e.g. Ctrl-C or the wrapper's timeout: do not leave the trainer behind
+        proc.terminate()
+        proc.wait()
+        raise
+
+
 def run_trainer(name: str, args, model: str, data: str, out: Path, cuda: bool) -> dict:
     run_dir = out / f"run-{name}"
     shutil.rmtree(run_dir, ignore_errors=True)
@@ -188,12 +224,12 @@ def run_trainer(name: str, args, model: str, data: str, out: Path, cuda: bool) -
     with open(out / f"run-{name}.log", "w") as log:
         log.write(" ".join(cmd) + "\n")
         log.flush()
-        proc = subprocess.run(cmd, env=env, cwd=str(REPO), stdout=log, stderr=subprocess.STDOUT,
-                              timeout=args.run_timeout)
+        returncode = run_bounded(cmd, env, log, args.run_timeout)
     wall = time.monotonic() - started
-    if proc.returncode != 0:
+    if returncode != 0:
         tail = (out / f"run-{name}.log").read_text()[-3000:]
-        return {"name": name, "error": f"exit {proc.returncode}", "log_tail": tail, "wall_s": wall}
+        error = f"no result in {args.run_timeout:.0f} s (stopped)" if returncode is None else f"exit {returncode}"
+        return {"name": name, "error": error, "log_tail": tail, "wall_s": wall}
     events = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines() if x.strip()]
     opened = next(e for e in events if e["event"] == "open")["config"]
     metrics = [e for e in events if e["event"] == "metrics"]
