@@ -233,7 +233,7 @@ def main() -> int:
     notes: list[str] = []
     for name, strategy, core, c in cells:        # warm-up: allocations, CUDA-graph capture per batch size
         try:
-            timed(core, strategy, img, c)
+            say(f"  warm-up {name}: {timed(core, strategy, img, c).wall:.2f} s")    # progress (indented)
         except Exception as exc:  # noqa: BLE001 - report and go on with the other cells
             notes.append(f"{name}: warm-up failed: {exc!r}")
             traceback.print_exc()
@@ -249,12 +249,14 @@ def main() -> int:
             except Exception as exc:  # noqa: BLE001 - as above
                 notes.append(f"{name}: {exc!r}")
                 continue
+            say(f"  {name}: {r.wall:.3f} s")
             if name not in results or r.wall < results[name].wall:
                 results[name] = r
     if not args.no_naive:
         naive = NaiveCore(model, processor, **common)
         try:
             results["naive stage_beam N=4"] = timed(naive, "stage_beam", img, cfg(4, "label"))
+            say(f"  naive stage_beam N=4: {results['naive stage_beam N=4'].wall:.3f} s")
         except Exception as exc:  # noqa: BLE001 - optional cell
             notes.append(f"naive cell failed: {exc!r}")
             traceback.print_exc()
@@ -305,14 +307,16 @@ def main() -> int:
     if args.readme and not args.tiny:
         from readme import write_readme_section
 
-        write_readme_section("search_gpu", readme_body(report, gpu))
+        # the command that produced these figures
+        command = " ".join(["python benchmarks/search_gpu.py"] + sys.argv[1:])
+        write_readme_section("search_gpu", readme_body(report, gpu, command))
     return 0
 
 
 COMMAND = "python benchmarks/search_gpu.py --readme"
 
 
-def readme_body(report: str | None, gpu: str = "") -> str:
+def readme_body(report: str | None, gpu: str = "", command: str = COMMAND) -> str:
     figures = (f"Latest run ({date.today().isoformat()}, {gpu}, Python {platform.python_version()}):\n\n```\n{report}\n```"
                if report else "Figures: not yet run on GPU.")
     return (
@@ -324,7 +328,8 @@ def readme_body(report: str | None, gpu: str = "") -> str:
         "(the union of kernel intervals over wall time).\n\n"
         "Goals: stage_beam N=4 <= 1.6x direct and >= 5x faster than naive; N=8 <= 1.25x N=4; GPU busy >= 70 %.\n\n"
         f"Command (from the repository root, on the GPU machine; needs torch with CUDA and transformers, "
-        f"no dagster): `{COMMAND}`. CPU smoke run (in the test suite): "
+        f"no dagster): `{command}` (`bash benchmarks/gpu.sh` runs it with train_gpu, each under a time "
+        "limit). CPU smoke run (in the test suite): "
         "`python benchmarks/search_gpu.py --device cpu --tiny --repeat 1`.\n\n"
         f"{figures}\n\n"
         "What makes the decode loop GPU-first (`pipeline/search/runner.py`, `core.py`, `sampling.py`): the "

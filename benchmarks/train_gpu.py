@@ -367,6 +367,8 @@ def table(summary: dict) -> list[str]:
         lines.append(f"{r['name']:<20}{r['step_s']:>8.3f}{r['samples_per_s']:>11.2f}{fmt(r['mfu'], '>8.1%')}"
                      f"{r['peak_memory_gib']:>10.1f}{fmt(r['gpu_busy_fraction'], '>10.1%')}"
                      f"{fmt(r['useful_token_fraction'], '>12.1%')}{fmt(ratio, '>13.2f')}x")
+    if summary.get("plain_error"):
+        lines.append(f"{'plain fwd+bwd':<20}failed: {summary['plain_error'][:300]}")
     if plain:
         lines.append(f"{'plain fwd+bwd':<20}{plain['step_s']:>8.3f}{summary['batch'] / plain['step_s']:>11.2f}"
                      f"{fmt(plain['mfu'], '>8.1%')}{fmt(plain['peak_memory_gib'], '>10.1f')}")
@@ -469,7 +471,8 @@ def main() -> int:
 
 
 def write_readme(lines: list[str], args, cuda: bool) -> None:
-    command = "python benchmarks/train_gpu.py --out /tmp/train_gpu --compare"
+    # the command that produced these figures (without --readme)
+    command = " ".join(["python benchmarks/train_gpu.py"] + [a for a in sys.argv[1:] if a != "--readme"])
     where = "one GPU" if cuda else "CPU, tiny widths (a smoke run: the GPU figures are still to be recorded)"
     write_readme_section("train_gpu", (
         "The training entry point at GPU speed: `torchrun --nproc_per_node 1 -m pipeline.train` on an Mllama of "
@@ -479,7 +482,8 @@ def write_readme(lines: list[str], args, cuda: bool) -> None:
         "batches; FLOPs by the trainer's formula and by FlopCounterMode. Goals (issue 9): MFU >= 40 % of 989 TFLOP/s, "
         "step <= 1.15x plain forward + backward, GPU busy >= 90 %, useful tokens >= 95 %.\n\n"
         f"Command (GPU machine, repository root, venv active): `{command}` (about 3 minutes; logs, metrics, the "
-        "profiler trace and summary.json in --out)\n\n"
+        "profiler trace and summary.json in --out; `bash benchmarks/gpu.sh` runs it with search_gpu, each under "
+        "a time limit)\n\n"
         f"Latest run ({time.strftime('%Y-%m-%d')}, Python {platform.python_version()}, {where}):\n\n"
         "```\n" + "\n".join(lines) + "\n```\n"))
 
