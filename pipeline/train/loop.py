@@ -152,15 +152,30 @@ class TrainLoop:
             dist.all_reduce(values)
         end = self.clock.mark()
         grad_norm = self.engine.get_global_grad_norm()
-        self.pending = {"step": self.step, "values": values, "lr": lr, "start": window_start, "end": end,
-                        "steps": window_steps, "grad_norm": grad_norm, "epoch": self.micro / self.sampler.batches_per_epoch}
+        if torch.is_tensor(grad_norm):  # on the device under ZeRO: read back with the rest
+            values = torch.cat([values, grad_norm.detach().reshape(1).to(values)])
+            grad_norm = None
+        # back to the host asynchronously (into pinned memory), behind an event: `_emit` then waits
+        # for this step's values only; a blocking copy (or float() of a device tensor) would wait for
+        # everything queued since, the next step included, and leave the device idle after it
+        host = values.to("cpu", non_blocking=cuda)
+        ready = None
+        if cuda:
+            ready = torch.cuda.Event()
+            ready.record()
+        self.pending = {"step": self.step, "host": host, "ready": ready, "grad_norm": grad_norm, "lr": lr,
+                        "start": window_start, "end": end, "steps": window_steps,
+                        "epoch": self.micro / self.sampler.batches_per_epoch}
         self.loss_sum = torch.zeros_like(self.loss_sum)
         self.counts = [0.0, 0.0, 0.0, 0.0]
         return end
 
     def _emit(self) -> None:
         p, self.pending = self.pending, None
-        loss_sum, micro, tokens, samples, padded, flops = p["values"].cpu().tolist()
+        if p["ready"] is not None:
+            p["ready"].synchronize()
+        loss_sum, micro, tokens, samples, padded, flops, *device_norm = p["host"].tolist()
+        grad_norm = device_norm[0] if device_norm else p["grad_norm"]
         seconds = self.clock.seconds(p["start"], p["end"])
         first = self.totals["seconds"] == 0.0
         t = self.totals
@@ -173,7 +188,6 @@ class TrainLoop:
             self.steady["flops"] += flops
             self.steady["seconds"] += seconds
         self.last_loss = loss_sum / max(1.0, micro)
-        grad_norm = p["grad_norm"]
         metrics = {
             "loss": self.last_loss, "lr": p["lr"], "tokens_per_s": tokens / seconds, "samples_per_s": samples / seconds,
             "step_time_s": seconds / max(1, p["steps"]), "mfu": self._mfu(flops, seconds),
