@@ -151,10 +151,12 @@ class TrainLoop:
         if self.world > 1:
             dist.all_reduce(values)
         end = self.clock.mark()
-        grad_norm = self.engine.get_global_grad_norm()
-        if torch.is_tensor(grad_norm):  # on the device under ZeRO: read back with the rest
-            values = torch.cat([values, grad_norm.detach().reshape(1).to(values)])
+        grad_norm = self.engine.get_global_grad_norm()   # a float, or a tensor on the host or the device
+        if torch.is_tensor(grad_norm) and grad_norm.device.type == self.device.type != "cpu":
+            values = torch.cat([values, grad_norm.detach().reshape(1).to(values)])   # read back with the rest
             grad_norm = None
+        elif torch.is_tensor(grad_norm):
+            grad_norm = float(grad_norm)
         # back to the host asynchronously (into pinned memory), behind an event: `_emit` then waits
         # for this step's values only; a blocking copy (or float() of a device tensor) would wait for
         # everything queued since, the next step included, and leave the device idle after it
