@@ -38,6 +38,11 @@ for name in ("transformers", "deepspeed", "liger_kernel", "triton", "tokenizers"
         print(f"{name}: not importable ({type(exc).__name__}: {exc})")
 if not torch.cuda.is_available():
     sys.exit("no CUDA device")
+# everything both benchmarks import, before minutes are spent on the first one
+import pipeline.search.core, pipeline.shards, pipeline.train.profiling, pipeline.train.train  # noqa: E401,F401
+from transformers import MllamaForConditionalGeneration, MllamaProcessor  # noqa: F401
+from transformers.models.mllama.image_processing_pil_mllama import MllamaImageProcessorPil  # noqa: F401
+import deepspeed  # noqa: F401
 free, total = torch.cuda.mem_get_info()
 print(f"GPU {torch.cuda.get_device_name()}, {total / 2**30:.0f} GiB ({free / 2**30:.0f} GiB free), "
       f"capability {torch.cuda.get_device_capability()}")
@@ -46,7 +51,7 @@ env_rc=$?
 cat "$OUT/env.txt"
 nvidia-smi --query-gpu=name,memory.used,memory.total,clocks.max.sm,power.limit --format=csv >> "$OUT/env.txt" 2>&1
 if [ $env_rc -ne 0 ]; then
-    echo "gpu.sh: the environment check failed (above); nothing run"
+    echo "gpu.sh: the environment check failed (above: no GPU, or a module the benchmarks import); nothing run"
     exit 2
 fi
 
