@@ -252,6 +252,7 @@ def run_trainer(name: str, args, model: str, data: str, out: Path, cuda: bool) -
         "profile_by_kind_s": profiled.get("profile_by_kind_s"),
         "profile_window_s": profiled.get("profile_window_s"),
         "profile_device_busy_s": profiled.get("profile_device_busy_s"),
+        "profile_error": profiled.get("profile_error"),
         "speed": opened.get("speed"), "parameters": opened.get("parameters"), "zero_stage": opened.get("zero_stage"),
         "device_name": opened.get("device_name"), "loss": [m["loss"] for m in metrics],
         "step_times_s": [m["step_time_s"] for m in metrics],
@@ -391,6 +392,8 @@ def table(summary: dict) -> list[str]:
                  ("useful tokens >= 95 %", epoch and epoch["grouped"], lambda v: v >= 0.95)]
         lines.append("goals: " + "; ".join(f"{n}: {'not measured' if v is None else 'met' if ok(v) else 'NOT met'}"
                                            for n, v, ok in goals))
+        if main.get("profile_error"):
+            lines.append(f"profiled steps: failed ({main['profile_error'][:300]})")
         if main.get("profile_by_kind_s"):
             by = ", ".join(f"{k} {v:.3f}s" for k, v in main["profile_by_kind_s"].items())
             lines.append(f"device time by kind over {main['profile_window_s']:.3f}s of profiled steps: {by}")

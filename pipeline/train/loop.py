@@ -237,7 +237,7 @@ class TrainLoop:
 
     def _maybe_start_profile(self) -> None:
         r = self.args.profile_range
-        if not r or self.step + 1 != r[0] or self._profiler is not None:
+        if not r or self.step + 1 != r[0] or self._profiler is not None or self.profile is not None:
             return
         from torch.profiler import ProfilerActivity, profile
 
@@ -245,10 +245,13 @@ class TrainLoop:
 
         activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if self.device.type == "cuda" else [])
         self._sync()
-        self._profiler = profile(activities=activities)
-        self._profiler.__enter__()
-        self._window_range = torch.autograd.profiler.record_function(WINDOW)
-        self._window_range.__enter__()
+        try:
+            self._profiler = profile(activities=activities)
+            self._profiler.__enter__()
+            self._window_range = torch.autograd.profiler.record_function(WINDOW)
+            self._window_range.__enter__()
+        except Exception as exc:  # noqa: BLE001 - the profile is an extra: train on without it, say why
+            self._profile_failed(r, "start", exc)
 
     def _maybe_stop_profile(self) -> None:
         r = self.args.profile_range
@@ -257,13 +260,17 @@ class TrainLoop:
         from pipeline.train.profiling import device_busy
 
         self._sync()
-        self._window_range.__exit__(None, None, None)
-        self._profiler.__exit__(None, None, None)
         folder = self.output_dir / "profile"
-        folder.mkdir(parents=True, exist_ok=True)
         trace = folder / f"trace-rank{self.rank}.json"
-        self._profiler.export_chrome_trace(str(trace))
-        busy = device_busy(trace)
+        try:
+            self._window_range.__exit__(None, None, None)
+            self._profiler.__exit__(None, None, None)
+            folder.mkdir(parents=True, exist_ok=True)
+            self._profiler.export_chrome_trace(str(trace))
+            busy = device_busy(trace)
+        except Exception as exc:  # noqa: BLE001 - as above: the steps' own figures are kept
+            self._profile_failed(r, "trace", exc)
+            return
         self.profile = {"steps": f"{r[0]}:{r[1]}", "trace": str(trace)}
         if busy is None:
             self.profile["device_busy_fraction"] = None  # no device events (a CPU run)
@@ -275,3 +282,16 @@ class TrainLoop:
                   f"{busy['busy_fraction']:.1%} of {busy['wall_s']:.3f} s" if busy else
                   f"profiled steps {r[0]}-{r[1]}: trace {trace} (no device events)", file=sys.stderr, flush=True)
         self._profiler = None
+
+    def _profile_failed(self, r, stage: str, exc: Exception) -> None:
+        """The profile of steps r failed at `stage`: reported (metrics `profile_error`), profiler stopped."""
+        profiler, self._profiler = self._profiler, None
+        if profiler is not None:
+            try:
+                profiler.__exit__(None, None, None)
+            except Exception:  # noqa: BLE001 - it failed already; the error below says so
+                pass
+        self.profile = {"steps": f"{r[0]}:{r[1]}", "error": f"{stage}: {type(exc).__name__}: {exc}"}
+        if self.rank == 0:
+            print(f"profiling steps {r[0]}-{r[1]} failed ({self.profile['error']}); training goes on",
+                  file=sys.stderr, flush=True)

@@ -42,9 +42,11 @@ def test_a_failed_baseline_or_profile_still_gives_the_table():
     lines = train_gpu().table({"cuda": True, "batch": 4, "plain": None, "plain_error": "OutOfMemoryError: CUDA",
                                "epoch_useful": EPOCH,
                                "runs": [{**PROJECT, "mfu": None, "gpu_busy_fraction": None, "profile_by_kind_s": None,
-                                         "profile_window_s": None, "profile_device_busy_s": None}]})
+                                         "profile_window_s": None, "profile_device_busy_s": None,
+                                         "profile_error": "trace: RuntimeError: CUPTI"}]})
     assert "plain fwd+bwd       failed: OutOfMemoryError: CUDA" in lines
     assert any(line.startswith("project") and line.rstrip().endswith("-x") for line in lines)
     assert ("goals: MFU >= 40 %: not measured; step <= 1.15x plain fwd+bwd: not measured; "
             "GPU busy >= 90 %: not measured; useful tokens >= 95 %: met") in lines
+    assert "profiled steps: failed (trace: RuntimeError: CUPTI)" in lines
     assert not any(line.startswith("device") for line in lines)
