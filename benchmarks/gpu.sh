@@ -10,7 +10,9 @@
 # figures into benchmarks/README.md (copied to OUT). OUT gets env.txt (versions, GPU), train.log,
 # search.log, train/ (summary.json, the trainer's logs and metrics, the profiled steps' trace,
 # gzipped); the bulky run data (model folder, shards, checkpoints) stays in WORK. The two final
-# tables are printed at the end. Environment: PYTHON (default: python on PATH), WORK, TRAIN_S, SEARCH_S.
+# tables are printed at the end. Environment: PYTHON (default: python on PATH), WORK, TRAIN_S, SEARCH_S,
+# WHEELS (a folder of wheels carried to the machine, e.g. transformers and liger-kernel: installed
+# first, offline, without dependencies).
 set -u
 cd "$(dirname "$0")/.."
 OUT=${1:-/tmp/gpu-bench}
@@ -25,6 +27,11 @@ export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false DS_A
 
 started=$(date +%s)
 elapsed() { echo $(($(date +%s) - started)); }
+
+if [ -n "${WHEELS:-}" ]; then
+    "$PY" -m pip install --quiet --disable-pip-version-check --no-index --no-deps "$WHEELS"/*.whl \
+        > "$OUT/wheels.log" 2>&1 || echo "gpu.sh: installing the wheels in $WHEELS failed (see $OUT/wheels.log)"
+fi
 
 "$PY" - > "$OUT/env.txt" 2>&1 <<'EOF'
 import importlib, platform, sys
