@@ -1,0 +1,274 @@
+"""The teacher's shared budget: requests and tokens per minute, and dollars across runs.
+
+One SQLite file (WAL; by default `<data root>/teacher/rate_budget.sqlite`) holds both:
+
+- the rate buckets, one row per endpoint: every partition and run, in every process that opens
+  the file (on every host that mounts it), draws from one budget and together they never exceed
+  the account's limits; a pause (sustained 429s, a spent budget) holds them all;
+- the spend ledger, one row per request: it is written *before* the request is sent, holding the
+  most the request can cost (its reservation), and settled with the real cost once the answer is
+  stored. The spending cap compares settled costs plus open reservations with the cap, so a
+  request in flight when a run was killed counts as spent (the provider may have billed it), and
+  the cap holds across partitions, runs and processes.
+
+Writes are grouped: the acquisitions and settlements asked for in one turn of the event loop are
+one transaction (at hundreds of requests a second a commit each would cost more than the rest of
+the client). An acquisition resolves only after its transaction committed, so no request is ever
+sent before its reservation is on disk. Written by hand: the rate-limit libraries on PyPI keep
+their buckets in one process's memory, and none keeps a spend ledger.
+"""
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS rate_budget (
+    name TEXT PRIMARY KEY,
+    requests REAL NOT NULL,
+    tokens REAL NOT NULL,
+    updated REAL NOT NULL,
+    paused_until REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS spend (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    budget TEXT NOT NULL,
+    ts REAL NOT NULL,
+    run_id TEXT,
+    key TEXT NOT NULL,              -- the request's cache key
+    model TEXT NOT NULL,
+    mode TEXT NOT NULL,             -- online | batch
+    reserved_usd REAL NOT NULL,     -- the most the request can cost, booked before it is sent
+    cost_usd REAL,                  -- what it cost, once settled
+    state TEXT NOT NULL             -- held (in flight, or lost to a kill) | paid | released (not billed)
+);
+CREATE INDEX IF NOT EXISTS spend_held ON spend (key) WHERE state = 'held';
+CREATE TABLE IF NOT EXISTS spend_total (
+    budget TEXT PRIMARY KEY,
+    paid_usd REAL NOT NULL,
+    held_usd REAL NOT NULL
+);
+"""
+
+
+class SpendCapReached(Exception):
+    pass
+
+
+@dataclass
+class _Ask:
+    tokens: int
+    reserve_usd: float
+    key: str
+    model: str
+    mode: str
+    run_id: str | None
+    rate: bool
+    fut: asyncio.Future
+    since: float = field(default_factory=time.monotonic)
+    waited: bool = False
+
+
+class SharedBudget:
+    """`rpm`/`tpm` None: no rate limit (offline, or the Batch API's own queue); `cap_usd` None: no
+    spending cap (spend is still recorded)."""
+
+    def __init__(self, path: str | Path, rpm: int | None = None, tpm: int | None = None, name: str = "default",
+                 cap_usd: float | None = None, budget: str = "default", clock=time.time) -> None:
+        if (rpm is not None and rpm <= 0) or (tpm is not None and tpm <= 0):
+            raise ValueError("requests_per_minute and tokens_per_minute must be positive")
+        self.rpm, self.tpm, self.name, self.cap_usd, self.budget = rpm, tpm, name, cap_usd, budget
+        self.clock = clock
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(str(path), isolation_level=None, timeout=30, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        # No fsync per commit (FULL costs ~3.6 ms a commit on this machine's disk): a killed process
+        # still loses no commit in WAL mode; a power loss may forget the last few updates.
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(SCHEMA)
+        self._db.execute("INSERT OR IGNORE INTO rate_budget VALUES (?,?,?,?,0)",
+                         (name, float(rpm or 0), float(tpm or 0), clock()))
+        self._db.execute("INSERT OR IGNORE INTO spend_total VALUES (?,0,0)", (budget,))
+        self._asks: list[_Ask] = []
+        self._ops: list[tuple] = []  # ("settle", id, cost) | ("settle_key", key, cost) | ("pause", until)
+        self._flush_handle = None
+        self._wake_handle = None
+        self.waited_s = 0.0  # time acquisitions spent waiting for the rate budget (or a pause)
+        self.transactions = 0
+
+    # -- asking ------------------------------------------------------------------------------
+
+    async def acquire(self, tokens: int = 0, reserve_usd: float = 0.0, key: str = "", model: str = "",
+                      mode: str = "online", run_id: str | None = None, rate: bool = True) -> int:
+        """Wait for one request and `tokens` of the rate budget (with `rate`), then record the
+        reservation; its id. SpendCapReached if the reservation would pass the cap."""
+        loop = asyncio.get_running_loop()
+        ask = _Ask(int(tokens), float(reserve_usd), key, model, mode, run_id, rate, loop.create_future())
+        self._asks.append(ask)
+        self._schedule()
+        return await ask.fut
+
+    def settle(self, reservation: int | None, cost_usd: float | None) -> None:
+        """The request's real cost (0: it was not billed; None: it may have been, keep it held)."""
+        if reservation is not None and cost_usd is not None:
+            self._ops.append(("settle", reservation, float(cost_usd)))
+            self._schedule()
+
+    def settle_key(self, key: str, cost_usd: float) -> None:
+        """Settle the oldest held batch reservation of request `key` (a batch answered after the
+        run that submitted it was stopped)."""
+        self._ops.append(("settle_key", key, float(cost_usd)))
+        self._schedule()
+
+    def pause(self, seconds: float) -> None:
+        """Hold every request (in every process sharing the file) for `seconds`."""
+        self._ops.append(("pause", self.clock() + max(0.0, seconds)))
+        self._schedule()
+
+    def spent(self) -> dict:
+        """{'paid', 'held', 'total'} in USD for this budget, across every run recorded."""
+        self.flush()
+        with self._lock:
+            paid, held = self._db.execute("SELECT paid_usd, held_usd FROM spend_total WHERE budget=?",
+                                          (self.budget,)).fetchone()
+        return {"paid": paid, "held": held, "total": paid + held}
+
+    def flush(self) -> None:
+        """Write what is queued now (settlements, pauses, acquisitions that fit)."""
+        self._flush()
+
+    def close(self) -> None:
+        self._flush()
+        for ask in self._asks:
+            if not ask.fut.done():
+                ask.fut.cancel()
+        self._asks = []
+        for h in (self._flush_handle, self._wake_handle):
+            if h is not None:
+                h.cancel()
+        self._db.close()
+
+    # -- the grouped transaction ----------------------------------------------------------------
+
+    def _schedule(self) -> None:
+        if self._flush_handle is not None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._flush()
+            return
+        self._flush_handle = loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_handle = None
+        ops, self._ops = self._ops, []
+        asks = [a for a in self._asks if not a.fut.done()]
+        self._asks = []
+        if not ops and not asks:
+            return
+        now = self.clock()
+        granted: list[tuple[_Ask, object]] = []
+        waiting: list[tuple[_Ask, float]] = []
+        with self._lock:
+            db = self._db
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                req, tok, updated, paused = db.execute(
+                    "SELECT requests, tokens, updated, paused_until FROM rate_budget WHERE name=?", (self.name,)
+                ).fetchone()
+                paid, held = db.execute("SELECT paid_usd, held_usd FROM spend_total WHERE budget=?",
+                                        (self.budget,)).fetchone()
+                elapsed = max(0.0, now - updated)
+                if self.rpm:
+                    req = min(self.rpm, req + elapsed * self.rpm / 60.0)
+                if self.tpm:
+                    tok = min(self.tpm, tok + elapsed * self.tpm / 60.0)
+                for op in ops:
+                    if op[0] == "pause":
+                        paused = max(paused, op[1])
+                    else:
+                        paid, held = self._settle(db, op, paid, held)
+                for ask in asks:
+                    need = min(ask.tokens, self.tpm or 0)  # larger than a minute's budget: wait for a full bucket
+                    if ask.rate and (self.rpm or self.tpm):
+                        if now < paused:
+                            waiting.append((ask, paused - now))
+                            continue
+                        short = [(1 - req) * 60.0 / self.rpm if self.rpm and req < 1 else 0.0,
+                                 (need - tok) * 60.0 / self.tpm if self.tpm and tok < need else 0.0]
+                        if max(short) > 0:
+                            waiting.append((ask, max(short)))
+                            continue
+                    if self.cap_usd is not None and paid + held + ask.reserve_usd > self.cap_usd + 1e-12:
+                        granted.append((ask, SpendCapReached(
+                            f"spending cap ${self.cap_usd:.2f} reached: ${paid:.4f} paid and ${held:.4f} held by "
+                            f"requests in flight (or lost to a stopped run), across every run of budget "
+                            f"{self.budget!r}")))
+                        continue
+                    if ask.rate:
+                        req, tok = (req - 1 if self.rpm else req), (tok - need if self.tpm else tok)
+                    cur = db.execute(
+                        "INSERT INTO spend (budget, ts, run_id, key, model, mode, reserved_usd, cost_usd, state)"
+                        " VALUES (?,?,?,?,?,?,?,NULL,'held')",
+                        (self.budget, now, ask.run_id, ask.key, ask.model, ask.mode, ask.reserve_usd))
+                    held += ask.reserve_usd
+                    granted.append((ask, cur.lastrowid))
+                db.execute("UPDATE rate_budget SET requests=?, tokens=?, updated=?, paused_until=? WHERE name=?",
+                           (req, tok, now, paused, self.name))
+                db.execute("UPDATE spend_total SET paid_usd=?, held_usd=? WHERE budget=?", (paid, held, self.budget))
+                db.execute("COMMIT")
+                self.transactions += 1
+            except BaseException as exc:
+                db.execute("ROLLBACK")
+                for ask in asks:
+                    if not ask.fut.done():
+                        ask.fut.set_exception(exc)
+                raise
+        done = time.monotonic()
+        for ask, result in granted:
+            if ask.fut.done():  # cancelled while its reservation was written: nothing was sent
+                if isinstance(result, int):
+                    self.settle(result, 0.0)
+                continue
+            if ask.waited:
+                self.waited_s += done - ask.since
+            if isinstance(result, Exception):
+                ask.fut.set_exception(result)
+            else:
+                ask.fut.set_result(result)
+        if waiting:
+            for ask, _ in waiting:
+                ask.waited = True
+            self._asks = [a for a, _ in waiting] + self._asks
+            self._wake_later(min(w for _, w in waiting))
+
+    def _settle(self, db, op: tuple, paid: float, held: float) -> tuple[float, float]:
+        kind, ref, cost = op
+        if kind == "settle":
+            row = db.execute("SELECT id, reserved_usd FROM spend WHERE id=? AND state='held'", (ref,)).fetchone()
+        else:
+            row = db.execute("SELECT id, reserved_usd FROM spend WHERE key=? AND state='held' AND mode='batch'"
+                             " ORDER BY id LIMIT 1", (ref,)).fetchone()
+        if row is None:
+            return paid, held
+        db.execute("UPDATE spend SET cost_usd=?, state=? WHERE id=?", (cost, "paid" if cost > 0 else "released", row[0]))
+        return paid + cost, held - row[1]
+
+    def _wake_later(self, seconds: float) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        if self._wake_handle is not None:
+            self._wake_handle.cancel()
+        self._wake_handle = loop.call_later(min(max(seconds, 0.0), 5.0) + 0.001, self._wake)
+
+    def _wake(self) -> None:
+        self._wake_handle = None
+        self._schedule()
