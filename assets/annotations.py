@@ -7,10 +7,9 @@ from assets.metadata import counts_table, preview_table
 from assets.partitions import source_partitions
 from assets.sources import subsample
 from pipeline.annotate.backends import TeacherUnusable
-from pipeline.annotate.partition import ANNOTATE_VERSION, POLICIES, annotate_partition, progress_line
+from pipeline.annotate.partition import ANNOTATE_VERSION, POLICIES, SourceImages, annotate_partition, progress_line
 from pipeline.annotate.pricing import UnknownPrice
 from pipeline.annotate.prompts import PROMPT_VERSION
-from pipeline.sources import get_reader
 from resources import DataStore
 from resources.teacher import Teacher
 
@@ -48,19 +47,15 @@ def build_annotations_asset(teacher_model_label: str):
         root = data_store.root()
         folder = teacher.cache_folder(root.base if root.is_local else None)
 
-        def load_image(rel: str) -> bytes:
-            with source_root.open(rel, "rb") as f:
-                return f.read()
+        images = SourceImages(source_root, source)
 
         def on_progress(stats, total):
             context.log.info(f"{source}: " + progress_line(stats, total))
 
-        reader = get_reader(source)
         try:
-            annotator, cleanup = teacher.build(
-                folder, load_image, on_progress=on_progress, run_id=context.run_id, log=context.log.info,
-                prepare_image=lambda data, turn: reader.prepare_image(data, turn.meta),
-                open_image=lambda rel: source_root.open(rel, "rb"))
+            annotator, cleanup = teacher.build(folder, images.load, on_progress=on_progress, run_id=context.run_id,
+                                               log=context.log.info, prepare_image=images.prepare,
+                                               open_image=images.open)
             try:
                 s = annotate_partition(
                     source, data_store.step("subsample", source).path("samples.parquet"), source_root, out,

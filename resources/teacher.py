@@ -37,6 +37,9 @@ class Teacher(dg.ConfigurableResource):
     detail: str = Field(default="fit", description="Image detail: fit (low for images within 512x512, else auto) | "
                         "auto | low | high")
     max_concurrency: int = 32
+    client_processes: int = Field(default=0, description="Online: processes sharing the budget, for hundreds of "
+                                  "requests in flight (one spends ~1 ms of CPU a request); 0: one per 64 requests "
+                                  "in flight, at most one per CPU.")
     requests_per_minute: int = 500
     tokens_per_minute: int = 800_000
     timeout_s: float = 120.0
@@ -78,6 +81,7 @@ class Teacher(dg.ConfigurableResource):
             temperature=self.temperature, max_tokens=self.max_tokens, max_tokens_cap=self.max_tokens_cap,
             detail=self.detail, max_concurrency=self.max_concurrency, max_call_retries=self.max_call_retries,
             prompt_cache_key=self.base_url is None if self.prompt_cache_key is None else self.prompt_cache_key,
+            client_processes=self.client_processes or max(1, min(os.cpu_count() or 1, self.max_concurrency // 64)),
         )
 
     def price_table(self, environ=os.environ) -> PriceTable:

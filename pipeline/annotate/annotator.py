@@ -52,6 +52,8 @@ class TeacherSettings:
     expected_output_tokens: int = 600  # for the estimate before a run
     round: int = 0  # re-annotation round; > 0 sends a `seed` so the request (and its key) is new
     prompt_cache_key: bool = False  # send OpenAI's `prompt_cache_key` (the image's hash): same-image requests share a cache
+    client_processes: int = 1  # online: annotate in this many processes sharing the budget (pipeline.annotate.workers)
+    min_turns_per_process: int = 500  # ... each with at least this many turns (starting a process takes ~1 s)
 
     @property
     def judge(self) -> str:
@@ -125,6 +127,18 @@ class RunStats:
                 "faults": dict(self.faults), "pauses": self.pauses, "input_tokens": self.input_tokens,
                 "cached_tokens": self.cached_tokens, "output_tokens": self.output_tokens,
                 "spent_usd": round(self.spent_usd, 6), "status": dict(self.status), "done": self.done}
+
+    @classmethod
+    def of(cls, d: dict) -> "RunStats":
+        return cls(**{**d, "faults": Counter(d.get("faults", {})), "status": Counter(d.get("status", {}))})
+
+    def add(self, d: dict) -> None:
+        """Add another process's stats (`as_dict`) to these."""
+        for k, v in d.items():
+            if isinstance(v, dict):
+                getattr(self, k).update(v)
+            else:
+                setattr(self, k, getattr(self, k) + v)
 
 
 def data_url(data: bytes, path: str) -> str:
@@ -226,6 +240,7 @@ class Annotator:
         self.batch_policy: tuple[int, Callable[[], object]] | None = None
         self.prepare_image = prepare_image  # the source's own rendering (sources.Reader.prepare_image)
         self.stats = RunStats()
+        self._sizes: dict[str, tuple[int, int] | None] = {}  # image path -> size, read once
         self._sem = asyncio.Semaphore(settings.max_concurrency)
         self._rng = random.Random(0)
         self._storm = SustainedRateLimits()
@@ -436,9 +451,15 @@ class Annotator:
         if not turn.image_path or self.load_image is None:
             return None, None
         data = self.load_image(turn.image_path)
-        if self.prepare_image is not None:
+        if self.prepare_image is not None:  # the source's rendering may change the picture
             data = self.prepare_image(data, turn)
-        return data_url(data, turn.image_path), header_size(data)
+            return data_url(data, turn.image_path), header_size(data)
+        size = self._sizes.get(turn.image_path, False)
+        if size is False:
+            size = self._sizes[turn.image_path] = turn.image_size or header_size(data)
+            if len(self._sizes) > 100_000:
+                self._sizes.clear()
+        return data_url(data, turn.image_path), size
 
     async def annotate_turn(self, turn: Turn) -> dict:
         row = {
@@ -533,9 +554,53 @@ class Annotator:
 
     # -- many turns ------------------------------------------------------------------------
 
+    def _processes_for(self, n_turns: int) -> int:
+        if self.transport is not None or self.backend.mode != "online":
+            return 1
+        return max(1, min(self.s.client_processes, n_turns // max(1, self.s.min_turns_per_process)))
+
+    def worker_spec(self):
+        """What a worker process needs to rebuild this annotator, or None when a part of it cannot
+        cross to another process (an image callable that does not pickle: a lambda, a closure)."""
+        import pickle
+
+        from pipeline.annotate.workers import WorkerSpec
+
+        b = self.budget
+        spec = WorkerSpec(
+            backend=self.backend.settings, cache_path=str(self.cache.path), settings=self.s, prices=self.prices,
+            budget=None if b is None else dict(path=b.path, rpm=b.rpm, tpm=b.tpm, name=b.name, cap_usd=b.cap_usd,
+                                               budget=b.budget),
+            run_id=self.run_id, load_image=self.load_image, prepare_image=self.prepare_image)
+        try:
+            pickle.dumps((spec.load_image, spec.prepare_image))
+        except (pickle.PicklingError, AttributeError, TypeError):
+            return None
+        return spec
+
     async def run(self, turns: list[Turn]) -> list[dict]:
         """Annotate `turns`; rows come back in the order of `turns`. A TeacherUnusable error stops
         every turn at once and is raised (what was answered is in the cache)."""
+        processes = self._processes_for(len(turns))
+        spec = self.worker_spec() if processes > 1 else None
+        if spec is not None:
+            from pipeline.annotate.workers import run_in_processes
+
+            progress = None
+            if self.on_progress is not None:
+                base = self.stats.as_dict()
+
+                def progress(summed: dict, total: int) -> None:
+                    now = RunStats.of(base)
+                    now.add(summed)
+                    self.on_progress(now, total)
+
+            rows, stats = await asyncio.to_thread(run_in_processes, spec, turns, processes, progress)
+            self.stats.add(stats)
+            return rows
+        return await self._run_here(turns)
+
+    async def _run_here(self, turns: list[Turn]) -> list[dict]:
         self._sem = asyncio.Semaphore(self.s.max_concurrency)  # bound to this event loop
         self._in_flight = {}
         results: list[dict | None] = [None] * len(turns)

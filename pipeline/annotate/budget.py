@@ -82,7 +82,7 @@ class SharedBudget:
         if (rpm is not None and rpm <= 0) or (tpm is not None and tpm <= 0):
             raise ValueError("requests_per_minute and tokens_per_minute must be positive")
         self.rpm, self.tpm, self.name, self.cap_usd, self.budget = rpm, tpm, name, cap_usd, budget
-        self.clock = clock
+        self.clock, self.path = clock, str(path)
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._db = sqlite3.connect(str(path), isolation_level=None, timeout=30, check_same_thread=False)

@@ -86,7 +86,7 @@ def test_two_partitions_at_once_share_one_cap(fake, tmp_path):
             folder = tmp_path / name
             folder.mkdir()
             src, sub = write_toy_source(folder, 12)
-            ann = make_annotator(fake, folder, src, max_concurrency=2, max_spend_usd=0.20,
+            ann = make_annotator(fake, folder, src, max_concurrency=2, max_spend_usd=0.06,
                                  budget_path=tmp_path / "shared.sqlite")
             try:
                 summary = annotate_partition(name, sub, src, Root(str(folder / "out")), ann, log=lambda *_: None)
@@ -105,7 +105,7 @@ def test_two_partitions_at_once_share_one_cap(fake, tmp_path):
     assert not errors, errors
     statuses = [r["status"] for name in rows for r in rows[name]]
     assert "pending" in statuses and "ok" in statuses
-    assert sum(spent.values()) <= 0.20
+    assert sum(spent.values()) <= 0.06
     total = SharedBudget(tmp_path / "shared.sqlite")
     try:
         assert total.spent()["paid"] == pytest.approx(sum(spent.values()), abs=1e-5)
