@@ -7,7 +7,8 @@ from assets.metadata import counts_table, preview_table
 from assets.partitions import source_partitions
 from assets.sources import subsample
 from pipeline.annotate.backends import TeacherUnusable
-from pipeline.annotate.partition import ANNOTATE_VERSION, POLICIES, SourceImages, annotate_partition, progress_line
+from pipeline.annotate.images import SourceImages
+from pipeline.annotate.partition import ANNOTATE_VERSION, POLICIES, annotate_partition, progress_line
 from pipeline.annotate.pricing import UnknownPrice
 from pipeline.annotate.prompts import PROMPT_VERSION
 from resources import DataStore

@@ -7,8 +7,8 @@ server statistics and (for the annotator) a fresh request cache and budget:
 
   (1) throughput without faults, at 32 and at 256 requests in flight: what the server sustains
       with a minimal aiohttp client (the same request bodies), and what our annotator reaches
-      (pipeline.annotate: Annotator + annotate_partition; at 256 in flight it runs two client
-      processes sharing the budget, its default on this machine); goal >= 0.9 of the ceiling;
+      (pipeline.annotate: Annotator + annotate_partition, with the teacher resource's defaults);
+      goal >= 0.9 of the ceiling;
   (2) with 20 % faults of every kind but stalls (429 with and without rate-limit headers, 5xx,
       malformed bodies, refusals, content-filter stops, truncated answers), at 32 in flight:
       every turn final, and the wall time against the fault-free run; goal <= 1.3x (the lower
@@ -154,7 +154,8 @@ def request_bodies(src: str, sub: str) -> list[bytes]:
     import pyarrow.parquet as pq
 
     from pipeline.annotate import prompts
-    from pipeline.annotate.annotator import data_url, turns_of
+    from pipeline.annotate.annotator import turns_of
+    from pipeline.annotate.images import data_url
 
     images: dict[str, str] = {}
     out = []
@@ -200,7 +201,9 @@ def annotate(server: Server, folder: Path, src: str, sub: str, concurrency: int,
     from pipeline.annotate.batch import BatchTransport
     from pipeline.annotate.budget import SharedBudget
     from pipeline.annotate.cache import RequestCache
-    from pipeline.annotate.partition import SourceImages, annotate_partition
+    from pipeline.annotate.images import SourceImages
+    from pipeline.annotate.partition import annotate_partition
+    from pipeline.annotate.workers import default_processes
     from pipeline.storage import Root
 
     folder.mkdir(parents=True)
@@ -208,15 +211,14 @@ def annotate(server: Server, folder: Path, src: str, sub: str, concurrency: int,
     backend = OpenAIBackend("sk-bench", server.base_url, timeout_s=10.0, max_connections=concurrency + 16)
     cache = RequestCache(folder / "requests.sqlite")
     budget = SharedBudget(folder / "budget.sqlite", rpm=10_000_000, tpm=10**12)
-    # the teacher resource's default: one client process per 64 requests in flight, one per CPU at most
-    processes = processes or max(1, min(os.cpu_count() or 1, concurrency // 64))
+    processes = processes or default_processes(concurrency)  # the teacher resource's default
     settings = TeacherSettings(max_concurrency=concurrency, client_processes=processes, backoff_base_s=0.25,
                                backoff_cap_s=2.0)
     ann = Annotator(backend, cache, settings, load_image=images.load, budget=budget, open_image=images.open)
     if batch:
         ann.transport = BatchTransport(backend, cache, ann.prices, poll_interval_s=0.2, gather_window_s=0.2,
                                        budget=budget, log=lambda *_: None)
-    prof = cProfile.Profile() if profile else None
+    prof = cProfile.Profile(time.process_time) if profile else None  # CPU time: the machine is shared
     t0, c0 = time.perf_counter(), time.process_time()
     if prof:
         prof.enable()
@@ -224,7 +226,10 @@ def annotate(server: Server, folder: Path, src: str, sub: str, concurrency: int,
     if prof:
         prof.disable()
         s = io.StringIO()
-        pstats.Stats(prof, stream=s).sort_stats("tottime").print_stats(30)
+        st = pstats.Stats(prof, stream=s)
+        st.sort_stats("tottime").print_stats(30)
+        if os.environ.get("XX_CALLERS"):
+            st.print_callers(os.environ["XX_CALLERS"])
         print(s.getvalue())
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     cache.close()
@@ -245,7 +250,8 @@ async def public_structure(base_url: str, src: str, sub: str, concurrency: int, 
     import pyarrow.parquet as pq
 
     from pipeline.annotate import prompts
-    from pipeline.annotate.annotator import data_url, turns_of
+    from pipeline.annotate.annotator import turns_of
+    from pipeline.annotate.images import data_url
     from pipeline.annotate.pricing import PriceTable, usage_tokens
     from pipeline.stages import parse
 
@@ -291,7 +297,7 @@ def estimate_speed(folder: Path, n_turns: int = 100_000, n_images: int = 2_000) 
     from pipeline.annotate.annotator import Annotator, TeacherSettings, turns_of
     from pipeline.annotate.backends import OpenAIBackend
     from pipeline.annotate.cache import RequestCache
-    from pipeline.annotate.partition import SourceImages
+    from pipeline.annotate.images import SourceImages
     from pipeline.storage import Root
 
     write_images(folder / "img", n_images)

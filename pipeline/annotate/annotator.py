@@ -10,9 +10,7 @@ cannot answer at all (used-up quota, rejected key, unknown model) stops the run 
 from __future__ import annotations
 
 import asyncio
-import base64
 import hashlib
-import io
 import json
 import random
 import time
@@ -25,6 +23,7 @@ from pipeline.annotate import prompts
 from pipeline.annotate.backends import RequestRejected, TransientError
 from pipeline.annotate.budget import SpendCapReached
 from pipeline.annotate.cache import RequestCache, request_key
+from pipeline.annotate.images import data_url, header_size, request_detail
 from pipeline.annotate.limits import SustainedRateLimits
 from pipeline.annotate.pricing import PriceTable, image_tokens, text_tokens, usage_tokens
 from pipeline.stages import parse, render
@@ -139,31 +138,6 @@ class RunStats:
                 getattr(self, k).update(v)
             else:
                 setattr(self, k, getattr(self, k) + v)
-
-
-def data_url(data: bytes, path: str) -> str:
-    ext = path.rsplit(".", 1)[-1].lower()
-    mime = {"jpg": "image/jpeg", "jpeg": "image/jpeg", "png": "image/png", "gif": "image/gif",
-            "webp": "image/webp"}.get(ext, "image/png")
-    return f"data:{mime};base64,{base64.b64encode(data).decode()}"
-
-
-def header_size(data_or_file) -> tuple[int, int] | None:
-    """(width, height) from an image's header: PIL reads the header only, nothing is decoded."""
-    from PIL import Image, UnidentifiedImageError
-
-    f = io.BytesIO(data_or_file) if isinstance(data_or_file, (bytes, bytearray)) else data_or_file
-    try:
-        with Image.open(f) as im:
-            return im.size
-    except (UnidentifiedImageError, OSError, ValueError):
-        return None
-
-
-def request_detail(setting: str, size: tuple[int, int] | None) -> str:
-    if setting != "fit":
-        return setting
-    return "low" if size is not None and max(size) <= 512 else "auto"
 
 
 @dataclass

@@ -108,6 +108,17 @@ def _http_client(openai, timeout_s: float, max_connections: int):
         return None
 
 
+def _env_proxy(url: str) -> str | None:
+    """The proxy the environment (HTTPS_PROXY, HTTP_PROXY, NO_PROXY) sets for `url`, if any."""
+    import urllib.parse
+    import urllib.request
+
+    parts = urllib.parse.urlsplit(url)
+    if urllib.request.proxy_bypass(parts.hostname or ""):
+        return None
+    return urllib.request.getproxies().get(parts.scheme)
+
+
 class _PerLoop:
     """Something that belongs to the event loop that made it (an HTTP session): made again for a
     later loop (each `asyncio.run`), closed in the loop that owns it."""
@@ -162,6 +173,7 @@ class OpenAIBackend:
         self._url = base.rstrip("/") + "/chat/completions"
         self._headers = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json",
                          "Accept": "application/json"}
+        self._proxy = _env_proxy(self._url)
         org, project = organization or os.environ.get("OPENAI_ORG_ID"), os.environ.get("OPENAI_PROJECT_ID")
         if org:
             self._headers["OpenAI-Organization"] = org
@@ -179,9 +191,10 @@ class OpenAIBackend:
     def _make_session(self):
         import aiohttp
 
-        return aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=self.max_connections),
-            timeout=aiohttp.ClientTimeout(total=self.timeout_s), trust_env=True)  # trust_env: HTTPS_PROXY & co.
+        # not trust_env: it looks up .netrc and the proxy variables in a thread for every request;
+        # the proxy for the endpoint is looked up once instead (_proxy)
+        return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=self.max_connections),
+                                     timeout=aiohttp.ClientTimeout(total=self.timeout_s))
 
     @property
     def client(self):
@@ -209,7 +222,7 @@ class OpenAIBackend:
         import aiohttp
 
         try:
-            async with self._session.get().post(self._url, data=body, headers=self._headers) as resp:
+            async with self._session.get().post(self._url, data=body, headers=self._headers, proxy=self._proxy) as resp:
                 content = await resp.read()
                 if resp.status == 200:
                     return content

@@ -20,11 +20,12 @@ their buckets in one process's memory, and none keeps a spend ledger.
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from pipeline.annotate.sqlite import connect, try_begin
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS rate_budget (
@@ -83,14 +84,10 @@ class SharedBudget:
             raise ValueError("requests_per_minute and tokens_per_minute must be positive")
         self.rpm, self.tpm, self.name, self.cap_usd, self.budget = rpm, tpm, name, cap_usd, budget
         self.clock, self.path = clock, str(path)
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(str(path), isolation_level=None, timeout=30, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        # No fsync per commit (FULL costs ~3.6 ms a commit on this machine's disk): a killed process
-        # still loses no commit in WAL mode; a power loss may forget the last few updates.
-        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db = connect(path)
         self._db.executescript(SCHEMA)
+        self._adb = connect(path, timeout=0)  # the event loop's writes: never wait on another process
         self._db.execute("INSERT OR IGNORE INTO rate_budget VALUES (?,?,?,?,0)",
                          (name, float(rpm or 0), float(tpm or 0), clock()))
         self._db.execute("INSERT OR IGNORE INTO spend_total VALUES (?,0,0)", (budget,))
@@ -152,6 +149,7 @@ class SharedBudget:
             if h is not None:
                 h.cancel()
         self._db.close()
+        self._adb.close()
 
     # -- the grouped transaction ----------------------------------------------------------------
 
@@ -167,69 +165,37 @@ class SharedBudget:
 
     def _flush(self) -> None:
         self._flush_handle = None
+        if not self._ops and not self._asks:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        with self._lock:
+            db = self._db if loop is None else self._adb
+            if db is self._db:
+                db.execute("BEGIN IMMEDIATE")
+            elif not try_begin(db):  # another process is writing: try again in a moment
+                self._wake_later(0.002)
+                return
+            self._write(db)
+
+    def _write(self, db) -> None:
+        """One transaction (begun by the caller): every queued settlement and pause, then every
+        acquisition that fits; the waiting ones are asked again when they can fit."""
         ops, self._ops = self._ops, []
         asks = [a for a in self._asks if not a.fut.done()]
         self._asks = []
-        if not ops and not asks:
-            return
-        now = self.clock()
-        granted: list[tuple[_Ask, object]] = []
-        waiting: list[tuple[_Ask, float]] = []
-        with self._lock:
-            db = self._db
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                req, tok, updated, paused = db.execute(
-                    "SELECT requests, tokens, updated, paused_until FROM rate_budget WHERE name=?", (self.name,)
-                ).fetchone()
-                paid, held = db.execute("SELECT paid_usd, held_usd FROM spend_total WHERE budget=?",
-                                        (self.budget,)).fetchone()
-                elapsed = max(0.0, now - updated)
-                if self.rpm:
-                    req = min(self.rpm, req + elapsed * self.rpm / 60.0)
-                if self.tpm:
-                    tok = min(self.tpm, tok + elapsed * self.tpm / 60.0)
-                for op in ops:
-                    if op[0] == "pause":
-                        paused = max(paused, op[1])
-                    else:
-                        paid, held = self._settle(db, op, paid, held)
-                for ask in asks:
-                    need = min(ask.tokens, self.tpm or 0)  # larger than a minute's budget: wait for a full bucket
-                    if ask.rate and (self.rpm or self.tpm):
-                        if now < paused:
-                            waiting.append((ask, paused - now))
-                            continue
-                        short = [(1 - req) * 60.0 / self.rpm if self.rpm and req < 1 else 0.0,
-                                 (need - tok) * 60.0 / self.tpm if self.tpm and tok < need else 0.0]
-                        if max(short) > 0:
-                            waiting.append((ask, max(short)))
-                            continue
-                    if self.cap_usd is not None and paid + held + ask.reserve_usd > self.cap_usd + 1e-12:
-                        granted.append((ask, SpendCapReached(
-                            f"spending cap ${self.cap_usd:.2f} reached: ${paid:.4f} paid and ${held:.4f} held by "
-                            f"requests in flight (or lost to a stopped run), across every run of budget "
-                            f"{self.budget!r}")))
-                        continue
-                    if ask.rate:
-                        req, tok = (req - 1 if self.rpm else req), (tok - need if self.tpm else tok)
-                    cur = db.execute(
-                        "INSERT INTO spend (budget, ts, run_id, key, model, mode, reserved_usd, cost_usd, state)"
-                        " VALUES (?,?,?,?,?,?,?,NULL,'held')",
-                        (self.budget, now, ask.run_id, ask.key, ask.model, ask.mode, ask.reserve_usd))
-                    held += ask.reserve_usd
-                    granted.append((ask, cur.lastrowid))
-                db.execute("UPDATE rate_budget SET requests=?, tokens=?, updated=?, paused_until=? WHERE name=?",
-                           (req, tok, now, paused, self.name))
-                db.execute("UPDATE spend_total SET paid_usd=?, held_usd=? WHERE budget=?", (paid, held, self.budget))
-                db.execute("COMMIT")
-                self.transactions += 1
-            except BaseException as exc:
-                db.execute("ROLLBACK")
-                for ask in asks:
-                    if not ask.fut.done():
-                        ask.fut.set_exception(exc)
-                raise
+        try:
+            granted, waiting = self._decide(db, ops, asks, self.clock())
+            db.execute("COMMIT")
+            self.transactions += 1
+        except BaseException as exc:
+            db.execute("ROLLBACK")
+            for ask in asks:
+                if not ask.fut.done():
+                    ask.fut.set_exception(exc)
+            raise
         done = time.monotonic()
         for ask, result in granted:
             if ask.fut.done():  # cancelled while its reservation was written: nothing was sent
@@ -248,6 +214,48 @@ class SharedBudget:
             self._asks = [a for a, _ in waiting] + self._asks
             self._wake_later(min(w for _, w in waiting))
 
+    def _decide(self, db, ops: list[tuple], asks: list[_Ask], now: float):
+        """(granted: [(ask, reservation id or SpendCapReached)], waiting: [(ask, seconds)])."""
+        req, tok, updated, paused = db.execute(
+            "SELECT requests, tokens, updated, paused_until FROM rate_budget WHERE name=?", (self.name,)).fetchone()
+        paid, held = db.execute("SELECT paid_usd, held_usd FROM spend_total WHERE budget=?", (self.budget,)).fetchone()
+        elapsed = max(0.0, now - updated)
+        if self.rpm:
+            req = min(self.rpm, req + elapsed * self.rpm / 60.0)
+        if self.tpm:
+            tok = min(self.tpm, tok + elapsed * self.tpm / 60.0)
+        for op in ops:
+            if op[0] == "pause":
+                paused = max(paused, op[1])
+            else:
+                paid, held = self._settle(db, op, paid, held)
+        granted, waiting = [], []
+        for ask in asks:
+            need = min(ask.tokens, self.tpm or 0)  # larger than a minute's budget: wait for a full bucket
+            if ask.rate and (self.rpm or self.tpm):
+                short = max((1 - req) * 60.0 / self.rpm if self.rpm and req < 1 else 0.0,
+                            (need - tok) * 60.0 / self.tpm if self.tpm and tok < need else 0.0)
+                if now < paused or short > 0:
+                    waiting.append((ask, max(paused - now, short)))
+                    continue
+            if self.cap_usd is not None and paid + held + ask.reserve_usd > self.cap_usd + 1e-12:
+                granted.append((ask, SpendCapReached(
+                    f"spending cap ${self.cap_usd:.2f} reached: ${paid:.4f} paid and ${held:.4f} held by requests "
+                    f"in flight (or lost to a stopped run), across every run of budget {self.budget!r}")))
+                continue
+            if ask.rate:
+                req, tok = (req - 1 if self.rpm else req), (tok - need if self.tpm else tok)
+            cur = db.execute(
+                "INSERT INTO spend (budget, ts, run_id, key, model, mode, reserved_usd, cost_usd, state)"
+                " VALUES (?,?,?,?,?,?,?,NULL,'held')",
+                (self.budget, now, ask.run_id, ask.key, ask.model, ask.mode, ask.reserve_usd))
+            held += ask.reserve_usd
+            granted.append((ask, cur.lastrowid))
+        db.execute("UPDATE rate_budget SET requests=?, tokens=?, updated=?, paused_until=? WHERE name=?",
+                   (req, tok, now, paused, self.name))
+        db.execute("UPDATE spend_total SET paid_usd=?, held_usd=? WHERE budget=?", (paid, held, self.budget))
+        return granted, waiting
+
     def _settle(self, db, op: tuple, paid: float, held: float) -> tuple[float, float]:
         kind, ref, cost = op
         if kind == "settle":
@@ -265,9 +273,12 @@ class SharedBudget:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             return
+        when = loop.time() + min(max(seconds, 0.0), 5.0) + 0.001
         if self._wake_handle is not None:
+            if self._wake_handle.when() <= when:
+                return  # an earlier wake-up is already due
             self._wake_handle.cancel()
-        self._wake_handle = loop.call_later(min(max(seconds, 0.0), 5.0) + 0.001, self._wake)
+        self._wake_handle = loop.call_at(when, self._wake)
 
     def _wake(self) -> None:
         self._wake_handle = None

@@ -16,13 +16,14 @@ import asyncio
 import base64
 import hashlib
 import json
-import sqlite3
 import threading
 import time
 from collections import OrderedDict
 from pathlib import Path
 
 import orjson
+
+from pipeline.annotate.sqlite import connect, try_begin
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS responses (
@@ -106,20 +107,24 @@ def request_key(model: str, messages: list[dict], params: dict) -> str:
 class RequestCache:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None, timeout=30)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")  # WAL: a killed process loses no commit
+        self._db = connect(self.path)
         self._db.executescript(SCHEMA)
+        self._adb = connect(self.path, timeout=0)  # the event loop's writes: never wait on another process
         self._pending: list[tuple[tuple, asyncio.Future]] = []
         self._flush_handle = None
 
     def close(self) -> None:
-        self._flush()
+        if self._pending:
+            self._write([row for row, _ in self._pending])
+            for _, fut in self._pending:
+                if not fut.done():
+                    fut.set_result(None)
+            self._pending = []
         if self._flush_handle is not None:
             self._flush_handle.cancel()
         self._db.close()
+        self._adb.close()
 
     def get(self, key: str) -> dict | None:
         with self._lock:
@@ -152,40 +157,56 @@ class RequestCache:
 
     def _flush(self) -> None:
         self._flush_handle = None
-        pending, self._pending = self._pending, []
-        if not pending:
+        if not self._pending:
             return
         try:
-            self._write([row for row, _ in pending])
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        pending = self._pending
+        try:
+            written = self._write([row for row, _ in pending], wait=loop is None)
         except BaseException as exc:
+            self._pending = []
             for _, fut in pending:
                 if not fut.done():
                     fut.set_exception(exc)
             raise
+        if not written:  # another process is writing: try again in a moment
+            self._flush_handle = loop.call_later(0.002, self._flush)
+            return
+        self._pending = self._pending[len(pending):]
         for _, fut in pending:
             if not fut.done():
                 fut.set_result(None)
 
-    def _write(self, rows: list[tuple]) -> None:
+    def _write(self, rows: list[tuple], wait: bool = True) -> bool:
+        """Insert `rows` in one transaction; without `wait`, nothing (False) when another process
+        holds the write lock (see sqlite.try_begin)."""
         now = time.time()
+        db = self._db if wait else self._adb
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+            if wait:
+                db.execute("BEGIN IMMEDIATE")
+            elif not try_begin(db):
+                return False
             try:
                 for key, model, mode, response, input_tokens, output_tokens, cost_usd, run_id in rows:
-                    cur = self._db.execute(
+                    cur = db.execute(
                         "INSERT OR IGNORE INTO responses VALUES (?,?,?,?,?,?,?,?)",
                         (key, model, mode, orjson.dumps(response).decode(), input_tokens, output_tokens, cost_usd, now),
                     )
                     if cur.rowcount:  # a duplicate answer (a race) is not booked twice
-                        self._db.execute(
+                        db.execute(
                             "INSERT INTO ledger (ts, key, model, mode, input_tokens, output_tokens, cost_usd, run_id)"
                             " VALUES (?,?,?,?,?,?,?,?)",
                             (now, key, model, mode, input_tokens, output_tokens, cost_usd, run_id),
                         )
-                self._db.execute("COMMIT")
+                db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                db.execute("ROLLBACK")
                 raise
+        return True
 
     def spent_usd(self, since: float | None = None) -> float:
         with self._lock:

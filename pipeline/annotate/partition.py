@@ -24,28 +24,6 @@ ANNOTATE_VERSION = "1"
 POLICIES = ("missing", "retry_failed")
 
 
-@dataclass(frozen=True)
-class SourceImages:
-    """A source's images for the teacher: read whole, rendered as the source's reader shows them,
-    or opened for a header-only read (the estimate). Picklable, so that worker processes can
-    rebuild it (pipeline.annotate.workers). `reader`: the source whose `prepare_image` applies."""
-
-    root: Root
-    reader: str | None = None
-
-    def load(self, rel: str) -> bytes:
-        with self.root.open(rel, "rb") as f:
-            return f.read()
-
-    def open(self, rel: str):
-        return self.root.open(rel, "rb")
-
-    def prepare(self, data: bytes, turn: Turn) -> bytes:
-        from pipeline.sources import get_reader
-
-        return get_reader(self.reader).prepare_image(data, turn.meta) if self.reader else data
-
-
 @dataclass
 class AnnotateSummary:
     source: str

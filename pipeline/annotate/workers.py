@@ -10,7 +10,7 @@ turns, so the questions about one image stay in one process and share its prompt
 
 Only what pickles crosses to a worker: the backend's settings (the API key goes through the
 process pipe, never to disk or a log), the files' paths, the settings, prices, and the image
-callables (module-level functions or picklable objects such as `partition.SourceImages`).
+callables (module-level functions or picklable objects such as `images.SourceImages`).
 """
 from __future__ import annotations
 
@@ -98,6 +98,12 @@ def _worker_main() -> None:
         cache.close()
         if budget is not None:
             budget.close()
+
+
+def default_processes(max_concurrency: int) -> int:
+    """Client processes for this many requests in flight: one keeps up with ~1,000 requests a
+    second (benchmarks/teacher.py), and another costs its start-up and some SQLite contention."""
+    return max(1, min(os.cpu_count() or 1, 1 + max_concurrency // 512))
 
 
 def split(turns: list, parts: int) -> list[list]:

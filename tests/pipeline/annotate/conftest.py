@@ -61,11 +61,12 @@ def fake():
         yield server
 
 
-def make_annotator(fake_server, folder, source_root, max_spend_usd=None, prices=None, budget_path=None, **settings):
+def make_annotator(fake_server, folder, source_root, max_spend_usd=None, prices=None, budget_path=None,
+                   timeout_s=5.0, **settings):
     """An annotator on the real openai client against the fake server, with its own cache and a
     budget file (`folder`/rate.sqlite unless given; `max_spend_usd`: the spending cap across
     every run sharing that file)."""
-    backend = OpenAIBackend(API_KEY, fake_server.base_url, timeout_s=0.5)
+    backend = OpenAIBackend(API_KEY, fake_server.base_url, timeout_s=timeout_s)
     cache = RequestCache(folder / "requests.sqlite")
     budget = SharedBudget(budget_path or folder / "rate.sqlite", rpm=1_000_000, tpm=10**10, cap_usd=max_spend_usd)
     defaults = dict(max_concurrency=16, backoff_base_s=0.01, backoff_cap_s=0.05, max_call_retries=10)

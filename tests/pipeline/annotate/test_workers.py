@@ -4,7 +4,8 @@ import pytest
 
 from pipeline.annotate.backends import TeacherUnusable
 from pipeline.annotate.budget import SharedBudget
-from pipeline.annotate.partition import SourceImages, annotate_partition
+from pipeline.annotate.images import SourceImages
+from pipeline.annotate.partition import annotate_partition
 from pipeline.storage import Root
 from tests.pipeline.annotate.conftest import close, make_annotator, write_toy_source
 
