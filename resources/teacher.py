@@ -51,14 +51,17 @@ class Teacher(dg.ConfigurableResource):
                                         "and process sharing the budget file (`budget_name`): settled costs plus "
                                         "requests in flight or lost to a stopped run. Turns past it stay pending.")
     budget_name: str = Field(default="default", description="The spend ledger's budget the cap applies to.")
+    budget_url: str | None = Field(default=None, description="A PostgreSQL URL for the shared budget (rate limits "
+                                   "and spend ledger) of several hosts; set with EnvVar('LLAVACOT_TEACHER_BUDGET_URL'). "
+                                   "Default: a SQLite file beside the request cache (one host).")
     prices: dict[str, list[float | None]] = Field(
         default_factory=dict, description="model -> [USD/1M input, USD/1M output(, USD/1M cached input)]; "
         f"also from the environment ({ENV_PRICE_IN}/..._OUT, {ENV_PRICES}); the built-in table last.")
     batch_discount: float = BATCH_DISCOUNT
     prompt_cache_key: bool | None = Field(default=None, description="Send OpenAI's prompt_cache_key (requests about "
                                           "one image share a prompt cache); None: only on api.openai.com.")
-    cache_dir: str = Field(default="", description="Folder of the request cache and the shared budget (SQLite). "
-                           "Several hosts share the rate budget and the spending cap when it is on a shared disk.")
+    cache_dir: str = Field(default="", description="Folder of the request cache and (without budget_url) the "
+                           "shared budget, SQLite files for the processes of one host.")
     batch_poll_interval_s: float = 30.0
 
     def effective_backend(self) -> str:
@@ -110,7 +113,8 @@ class Teacher(dg.ConfigurableResource):
         else:
             backend = OpenAIBackend(self.api_key, self.base_url, self.timeout_s,
                                     max_connections=self.max_concurrency + 16, http=self.http_client)
-            budget = SharedBudget(folder / "rate_budget.sqlite", self.requests_per_minute, self.tokens_per_minute,
+            budget = SharedBudget(self.budget_url or folder / "rate_budget.sqlite", self.requests_per_minute,
+                                  self.tokens_per_minute,
                                   name=self.base_url or "openai", cap_usd=self.max_spend_usd, budget=self.budget_name)
         annotator = Annotator(backend, cache, self.settings(), load_image=load_image, budget=budget, prices=prices,
                               on_progress=on_progress, run_id=run_id, prepare_image=prepare_image,
@@ -145,5 +149,7 @@ def teacher_from_env(**overrides) -> Teacher:
         kwargs["model"] = os.environ["LLAVACOT_TEACHER_MODEL"]
     if os.environ.get("LLAVACOT_JUDGE_MODEL"):
         kwargs["judge_model"] = os.environ["LLAVACOT_JUDGE_MODEL"]
+    if os.environ.get("LLAVACOT_TEACHER_BUDGET_URL"):  # may hold a password: an EnvVar, never in run config
+        kwargs["budget_url"] = dg.EnvVar("LLAVACOT_TEACHER_BUDGET_URL")
     kwargs.update(overrides)
     return Teacher(**kwargs)

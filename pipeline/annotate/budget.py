@@ -1,6 +1,8 @@
 """The teacher's shared budget: requests and tokens per minute, and dollars across runs.
 
-One SQLite file (WAL; by default `<data root>/teacher/rate_budget.sqlite`) holds both:
+One store holds both: a SQLite file (WAL; by default `<data root>/teacher/rate_budget.sqlite`) for
+the processes of one host, or a PostgreSQL database (`postgresql://...`) for several hosts
+(pipeline/annotate/budget_store.py):
 
 - the rate buckets, one row per endpoint: every partition and run, in every process that opens
   the file (on every host that mounts it), draws from one budget and together they never exceed
@@ -25,36 +27,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline.annotate.sqlite import connect, try_begin
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS rate_budget (
-    name TEXT PRIMARY KEY,
-    requests REAL NOT NULL,
-    tokens REAL NOT NULL,
-    updated REAL NOT NULL,
-    paused_until REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS spend (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    budget TEXT NOT NULL,
-    ts REAL NOT NULL,
-    run_id TEXT,
-    key TEXT NOT NULL,              -- the request's cache key
-    model TEXT NOT NULL,
-    mode TEXT NOT NULL,             -- online | batch
-    reserved_usd REAL NOT NULL,     -- the most the request can cost, booked before it is sent
-    cost_usd REAL,                  -- what it cost, once settled
-    state TEXT NOT NULL             -- held (in flight, or lost to a kill) | paid | released (not billed)
-);
-CREATE INDEX IF NOT EXISTS spend_held ON spend (key) WHERE state = 'held';
-CREATE TABLE IF NOT EXISTS spend_total (
-    budget TEXT PRIMARY KEY,
-    paid_usd REAL NOT NULL,
-    held_usd REAL NOT NULL
-);
-"""
-
+from pipeline.annotate.budget_store import open_store
 
 class SpendCapReached(Exception):
     pass
@@ -85,12 +58,7 @@ class SharedBudget:
         self.rpm, self.tpm, self.name, self.cap_usd, self.budget = rpm, tpm, name, cap_usd, budget
         self.clock, self.path = clock, str(path)
         self._lock = threading.Lock()
-        self._db = connect(path)
-        self._db.executescript(SCHEMA)
-        self._adb = connect(path, timeout=0)  # the event loop's writes: never wait on another process
-        self._db.execute("INSERT OR IGNORE INTO rate_budget VALUES (?,?,?,?,0)",
-                         (name, float(rpm or 0), float(tpm or 0), clock()))
-        self._db.execute("INSERT OR IGNORE INTO spend_total VALUES (?,0,0)", (budget,))
+        self._store = open_store(path, name, budget, float(rpm or 0), float(tpm or 0), clock())
         self._asks: list[_Ask] = []
         self._ops: list[tuple] = []  # ("settle", id, cost) | ("settle_key", key, cost) | ("pause", until)
         self._flush_handle = None
@@ -131,9 +99,20 @@ class SharedBudget:
         """{'paid', 'held', 'total'} in USD for this budget, across every run recorded."""
         self.flush()
         with self._lock:
-            paid, held = self._db.execute("SELECT paid_usd, held_usd FROM spend_total WHERE budget=?",
-                                          (self.budget,)).fetchone()
+            paid, held = self._store.read("SELECT paid_usd, held_usd FROM spend_total WHERE budget=?", (self.budget,))
         return {"paid": paid, "held": held, "total": paid + held}
+
+    def requests_by_state(self) -> dict[str, tuple[int, float]]:
+        """state -> (requests, USD: reserved while held, else paid), for this budget."""
+        self.flush()
+        out = {}
+        for state in ("held", "paid", "released"):
+            with self._lock:
+                n, usd = self._store.read(
+                    "SELECT COUNT(*), COALESCE(SUM(CASE WHEN state='held' THEN reserved_usd ELSE cost_usd END), 0)"
+                    " FROM spend WHERE budget=? AND state=?", (self.budget, state))
+            out[state] = (n, usd)
+        return out
 
     def flush(self) -> None:
         """Write what is queued now (settlements, pauses, acquisitions that fit)."""
@@ -148,8 +127,7 @@ class SharedBudget:
         for h in (self._flush_handle, self._wake_handle):
             if h is not None:
                 h.cancel()
-        self._db.close()
-        self._adb.close()
+        self._store.close()
 
     # -- the grouped transaction ----------------------------------------------------------------
 
@@ -172,13 +150,10 @@ class SharedBudget:
         except RuntimeError:
             loop = None
         with self._lock:
-            db = self._db if loop is None else self._adb
-            if db is self._db:
-                db.execute("BEGIN IMMEDIATE")
-            elif not try_begin(db):  # another process is writing: try again in a moment
+            if not self._store.begin(wait=loop is None):  # another process is writing: try again in a moment
                 self._wake_later(0.002)
                 return
-            self._write(db)
+            self._write(self._store)
 
     def _write(self, db) -> None:
         """One transaction (begun by the caller): every queued settlement and pause, then every
@@ -188,10 +163,10 @@ class SharedBudget:
         self._asks = []
         try:
             granted, waiting = self._decide(db, ops, asks, self.clock())
-            db.execute("COMMIT")
+            db.commit()
             self.transactions += 1
         except BaseException as exc:
-            db.execute("ROLLBACK")
+            db.rollback()
             for ask in asks:
                 if not ask.fut.done():
                     ask.fut.set_exception(exc)
@@ -245,12 +220,12 @@ class SharedBudget:
                 continue
             if ask.rate:
                 req, tok = (req - 1 if self.rpm else req), (tok - need if self.tpm else tok)
-            cur = db.execute(
+            (rid,) = db.execute(
                 "INSERT INTO spend (budget, ts, run_id, key, model, mode, reserved_usd, cost_usd, state)"
-                " VALUES (?,?,?,?,?,?,?,NULL,'held')",
-                (self.budget, now, ask.run_id, ask.key, ask.model, ask.mode, ask.reserve_usd))
+                " VALUES (?,?,?,?,?,?,?,NULL,'held') RETURNING id",
+                (self.budget, now, ask.run_id, ask.key, ask.model, ask.mode, ask.reserve_usd)).fetchone()
             held += ask.reserve_usd
-            granted.append((ask, cur.lastrowid))
+            granted.append((ask, rid))
         db.execute("UPDATE rate_budget SET requests=?, tokens=?, updated=?, paused_until=? WHERE name=?",
                    (req, tok, now, paused, self.name))
         db.execute("UPDATE spend_total SET paid_usd=?, held_usd=? WHERE budget=?", (paid, held, self.budget))

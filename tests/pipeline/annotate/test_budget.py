@@ -1,7 +1,9 @@
-"""The shared budget: rate buckets and the spending cap, across budgets opened on one file (other
-partitions, runs, processes), with reservations written before a request is sent."""
+"""The shared budget: rate buckets and the spending cap, across budgets opened on one store (other
+partitions, runs, processes, and through PostgreSQL other hosts), with reservations written before
+a request is sent."""
 import asyncio
 import threading
+import uuid
 
 import pyarrow.parquet as pq
 import pytest
@@ -10,6 +12,27 @@ from pipeline.annotate.budget import SharedBudget, SpendCapReached
 from pipeline.annotate.partition import annotate_partition
 from pipeline.storage import Root
 from tests.pipeline.annotate.conftest import close, make_annotator, write_toy_source
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    """A throwaway PostgreSQL server (tests/postgres.py, the team deployment's test helper)."""
+    helper = pytest.importorskip("tests.postgres", reason="the PostgreSQL test helper (tests/postgres.py)")
+    bin_dir = helper.binaries()
+    if bin_dir is None:
+        pytest.skip("PostgreSQL is not installed (scripts/test.sh installs Debian's postgresql)")
+    with helper.throwaway_server(bin_dir) as server:
+        yield f"postgresql://{server.user}@{server.host}:{server.port}/{server.database}"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request, tmp_path):
+    """(where, names): a SQLite file, or a PostgreSQL database (as other hosts would reach it),
+    with budget names of this test's own."""
+    names = dict(name=f"endpoint-{uuid.uuid4().hex[:8]}", budget=f"budget-{uuid.uuid4().hex[:8]}")
+    if request.param == "sqlite":
+        return tmp_path / "b.db", names
+    return request.getfixturevalue("postgres"), names
 
 
 class Clock:
@@ -36,9 +59,10 @@ def granted(budget, *asks, timeout=0.2) -> list:
     return asyncio.run(go())
 
 
-def test_buckets_refuse_past_the_budget_and_refill_over_time(tmp_path):
+def test_buckets_refuse_past_the_budget_and_refill_over_time(store):
+    where, names = store
     clock = Clock()
-    b = SharedBudget(tmp_path / "b.db", rpm=60, tpm=1000, clock=clock)
+    b = SharedBudget(where, rpm=60, tpm=1000, clock=clock, **names)
     assert "waits" not in granted(b, *[(100, 0)] * 9)
     assert granted(b, (200, 0)) == ["waits"]  # 100 tokens left
     clock.t += 6  # 100 tokens refilled (1000/min)
@@ -46,10 +70,11 @@ def test_buckets_refuse_past_the_budget_and_refill_over_time(tmp_path):
     b.close()
 
 
-def test_two_budgets_on_one_file_share_the_rate_and_a_pause(tmp_path):
+def test_two_budgets_on_one_store_share_the_rate_and_a_pause(store):
+    where, names = store
     clock = Clock()
-    a = SharedBudget(tmp_path / "b.db", rpm=2, tpm=10_000, clock=clock)
-    b = SharedBudget(tmp_path / "b.db", rpm=2, tpm=10_000, clock=clock)
+    a = SharedBudget(where, rpm=2, tpm=10_000, clock=clock, **names)
+    b = SharedBudget(where, rpm=2, tpm=10_000, clock=clock, **names)
     assert "waits" not in granted(a, (1, 0)) + granted(b, (1, 0))
     assert granted(a, (1, 0)) == ["waits"] and granted(b, (1, 0)) == ["waits"]  # two a minute between them
     clock.t += 60
@@ -61,18 +86,20 @@ def test_two_budgets_on_one_file_share_the_rate_and_a_pause(tmp_path):
     b.close()
 
 
-def test_the_spending_cap_holds_across_runs_and_counts_what_a_kill_lost(tmp_path):
-    path = tmp_path / "b.db"
-    first = SharedBudget(path, cap_usd=1.0)
+def test_the_spending_cap_holds_across_runs_and_counts_what_a_kill_lost(store):
+    path, names = store
+    first = SharedBudget(path, cap_usd=1.0, **names)
     [r1, r2] = granted(first, (0, 0.6), (0, 0.3))
     first.settle(r1, 0.5)  # answered: its real cost
     first.close()  # "killed" with r2 in flight: never settled
-    second = SharedBudget(path, cap_usd=1.0)  # another run (or process, or host on the same file)
+    second = SharedBudget(path, cap_usd=1.0, **names)  # another run (or process, or host on the same store)
     assert second.spent() == {"paid": pytest.approx(0.5), "held": pytest.approx(0.3), "total": pytest.approx(0.8)}
     assert granted(second, (0, 0.25)) == ["cap"]  # 0.5 paid + 0.3 lost to the kill + 0.25 > 1.0
     [r3] = granted(second, (0, 0.2))
     second.settle(r3, 0.0)  # a request that was refused (a 429): not billed, the reservation is released
     assert second.spent()["total"] == pytest.approx(0.8)
+    assert second.requests_by_state() == {"held": (1, pytest.approx(0.3)), "paid": (1, pytest.approx(0.5)),
+                                          "released": (1, 0)}
     second.close()
 
 

@@ -128,11 +128,10 @@ def run_kill_restart(fake, tmp_path, src, sub, freezer):
         cache.close()
     budget = SharedBudget(tmp_path / "rate.sqlite")
     try:  # the requests in flight at the kill stay counted as spent (at the most they could cost)
-        in_flight = budget._db.execute(
-            "SELECT COUNT(*), COALESCE(SUM(reserved_usd), 0) FROM spend WHERE state='held'").fetchone()
-        paid = budget._db.execute("SELECT COUNT(*) FROM spend WHERE state='paid'").fetchone()[0]
+        by_state = budget.requests_by_state()
+        in_flight = by_state["held"]
         assert in_flight[0] == held and in_flight[1] > 0
-        assert paid == killed_at["answered"]
+        assert by_state["paid"][0] == killed_at["answered"]
         assert budget.spent()["total"] == pytest.approx(budget.spent()["paid"] + in_flight[1])
     finally:
         budget.close()

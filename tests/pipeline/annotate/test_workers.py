@@ -34,7 +34,7 @@ def test_two_processes_share_the_work_the_cache_and_the_budget(fake, tmp_path):
     assert progress and progress[-1] == (50, 50)
     budget = SharedBudget(tmp_path / "rate.sqlite")
     try:  # both processes booked into the one ledger
-        assert budget._db.execute("SELECT COUNT(*) FROM spend WHERE state='paid'").fetchone()[0] == 50
+        assert budget.requests_by_state()["paid"][0] == 50
         assert budget.spent()["paid"] == pytest.approx(summary.stats["spent_usd"], abs=1e-5)
     finally:
         budget.close()
