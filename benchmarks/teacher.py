@@ -64,7 +64,7 @@ def write_images(folder: Path, n: int) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     for i in range(n):
         buf = io.BytesIO()
-        Image.new("RGB", IMAGE_SIZE, ((37 * i) % 256, (91 * i) % 256, (53 * i) % 256)).save(buf, format="PNG")
+        Image.new("RGB", IMAGE_SIZE, (i % 256, i // 256 % 256, 128)).save(buf, format="PNG")  # each one distinct
         (folder / f"{i}.png").write_bytes(buf.getvalue())
 
 
@@ -212,8 +212,7 @@ def annotate(server: Server, folder: Path, src: str, sub: str, concurrency: int,
     cache = RequestCache(folder / "requests.sqlite")
     budget = SharedBudget(folder / "budget.sqlite", rpm=10_000_000, tpm=10**12)
     processes = processes or default_processes(concurrency)  # the teacher resource's default
-    settings = TeacherSettings(max_concurrency=concurrency, client_processes=processes, backoff_base_s=0.25,
-                               backoff_cap_s=2.0)
+    settings = TeacherSettings(max_concurrency=concurrency, client_processes=processes)
     ann = Annotator(backend, cache, settings, load_image=images.load, budget=budget, open_image=images.open)
     if batch:
         ann.transport = BatchTransport(backend, cache, ann.prices, poll_interval_s=0.2, gather_window_s=0.2,
@@ -489,27 +488,33 @@ def write_readme(args, lines: list[str], bound: float) -> None:
 
 
 NOTES = """\
-What bounds it, and what was changed to get there (the first run of this script at 256 in flight:
-0.23 of the ceiling, 4.6 ms of CPU a request):
-- at 256 connections httpx's connection pool searches every connection for each request (more than
-  half of the CPU); requests now go through the openai client's own aiohttp transport (its
-  `aiohttp` extra), serialised once by us (orjson) and sent as bytes, so the client does not
-  deep-copy and re-serialise each body;
-- the request cache and the shared budget write in groups: the answers (and reservations) of one
-  turn of the event loop are one SQLite transaction, committed before any coroutine goes on;
-- one process still spends ~1 ms of CPU a request (mostly in the openai client), which at 256 in
-  flight against a 0.25 s server would use the whole core and then some: the teacher runs one
-  client process per 64 requests in flight (at most one per CPU), all sharing the cache and the
-  budget file (the rate budget and the spending cap hold across them);
-- faults: a 429 without rate-limit headers delays only its own request; everyone pauses only
-  when 429s keep coming or the headers say the budget is spent. The wall time cannot go below the
-  latency of the requests the faults add (each fault but a 429 holds a slot for the latency, and
-  a refusal, a filtered or a truncated answer needs one more generation): {bound:.2f}x here.
-- dollars: the Batch API halves every token; the judge is called only when the rules cannot
-  decide (never for multiple choice, numbers, yes/no); fixed instructions first, then the image,
-  so retries and the questions about one image repeat a cached prefix online. How the public
-  judge is counted matters: PAPER.md says it judges the reply (a refusal and agreement in meaning),
-  so it reads the whole reply; the ratio with a judge that reads only the conclusion is printed too.
+What bounds it, and what was changed (the first run of this script at 256 in flight reached 0.23 of
+the ceiling at 4.6 ms of CPU a request; now about 0.6 ms):
+- at 256 connections httpx's connection pool searched every connection for each request (over half
+  of the CPU), and the openai client's request path (options copied twice, headers rebuilt, URLs
+  parsed three times) cost ~0.7 ms more: requests now go out on one aiohttp session, serialised once
+  with orjson; the official client's `post` stays one setting away (`http_client: openai`), and a
+  test holds both paths to the same classification of every fault the fake server makes;
+- the request cache and the shared budget write in groups: the answers and reservations of one turn
+  of the event loop are one SQLite transaction (committed before any coroutine goes on), and a
+  write never waits on another process's lock inside the event loop (it retries a moment later);
+- a semaphore that hands a freed slot straight to the next turn, a one-match parse of well-formed
+  answers, image files read with a plain open on a local disk;
+- what is left is the event loop and aiohttp: one process keeps up with ~1,000 requests a second.
+  This machine is shared with other work (its load average is printed): the same code measured
+  0.9 of the ceiling at 256 in flight at a load of 2.8 and 0.6 at a load of 5.
+- faults: a 429 without rate-limit headers delays only its own request; everyone pauses only when
+  429s keep coming or the headers say the budget is spent. Every fault but a 429 holds a slot for the
+  server's latency, and a refusal, a filtered or a truncated answer needs one more generation, so the
+  wall time cannot go below {bound:.2f}x here; the rest is the tail (the last turns' retries: a
+  Retry-After of 1 s, backoff) and the CPU.
+- dollars: the Batch API halves every token; the judge is asked only when the rules cannot decide
+  (never for multiple choice, numbers, yes/no); fixed instructions first, then the image, so retries
+  and the questions about one image share the provider's prompt cache online (not counted in batch,
+  where the provider does not promise it). The public script's judge sees the reply (PAPER.md: it
+  decides "not a refusal and agrees in meaning"), so the public structure pays for the reply's
+  tokens twice; with a judge that reads only the conclusion the ratio is the one in brackets:
+  the Batch API's half and no judge call are then all there is to save on answers the rules accept.
 """
 
 

@@ -233,15 +233,15 @@ class SharedBudget:
 
     def _settle(self, db, op: tuple, paid: float, held: float) -> tuple[float, float]:
         kind, ref, cost = op
+        state = "paid" if cost > 0 else "released"
         if kind == "settle":
-            row = db.execute("SELECT id, reserved_usd FROM spend WHERE id=? AND state='held'", (ref,)).fetchone()
-        else:
-            row = db.execute("SELECT id, reserved_usd FROM spend WHERE key=? AND state='held' AND mode='batch'"
-                             " ORDER BY id LIMIT 1", (ref,)).fetchone()
-        if row is None:
-            return paid, held
-        db.execute("UPDATE spend SET cost_usd=?, state=? WHERE id=?", (cost, "paid" if cost > 0 else "released", row[0]))
-        return paid + cost, held - row[1]
+            row = db.execute("UPDATE spend SET cost_usd=?, state=? WHERE id=? AND state='held' RETURNING reserved_usd",
+                             (cost, state, ref)).fetchone()
+        else:  # the oldest held batch reservation of this request
+            row = db.execute("UPDATE spend SET cost_usd=?, state=? WHERE id=(SELECT id FROM spend WHERE key=? AND "
+                             "state='held' AND mode='batch' ORDER BY id LIMIT 1) RETURNING reserved_usd",
+                             (cost, state, ref)).fetchone()
+        return (paid, held) if row is None else (paid + cost, held - row[0])
 
     def _wake_later(self, seconds: float) -> None:
         try:
