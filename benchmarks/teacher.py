@@ -475,7 +475,8 @@ def write_readme(args, lines: list[str], bound: float) -> None:
     machine = f"{os.cpu_count()} CPUs, Python {platform.python_version()}, {platform.machine()}"
     write_readme_section(
         "teacher",
-        "The teacher client (`pipeline.annotate`: Annotator + annotate_partition, the official openai client) "
+        "The teacher client (`pipeline.annotate`: Annotator + annotate_partition with the teacher resource's "
+        "defaults: requests on one aiohttp session, the Batch API through the official openai client) "
         f"against the fake server started standalone (`python -m tests.fakes.openai_server --latency {args.latency:g} "
         f"--retry-after {args.retry_after:g}`). Goals: >= 90 % of the server's ceiling without faults at 32 and at "
         "256 requests in flight; with 20 % faults of every kind but stalls, every turn final and a wall time <= 1.3x "
@@ -489,7 +490,7 @@ def write_readme(args, lines: list[str], bound: float) -> None:
 
 NOTES = """\
 What bounds it, and what was changed (the first run of this script at 256 in flight reached 0.23 of
-the ceiling at 4.6 ms of CPU a request; now about 0.6 ms):
+the ceiling at 4.6 ms of CPU a request; now about 0.7 ms):
 - at 256 connections httpx's connection pool searched every connection for each request (over half
   of the CPU), and the openai client's request path (options copied twice, headers rebuilt, URLs
   parsed three times) cost ~0.7 ms more: requests now go out on one aiohttp session, serialised once
@@ -500,9 +501,10 @@ the ceiling at 4.6 ms of CPU a request; now about 0.6 ms):
   write never waits on another process's lock inside the event loop (it retries a moment later);
 - a semaphore that hands a freed slot straight to the next turn, a one-match parse of well-formed
   answers, image files read with a plain open on a local disk;
-- what is left is the event loop and aiohttp: one process keeps up with ~1,000 requests a second.
-  This machine is shared with other work (its load average is printed): the same code measured
-  0.9 of the ceiling at 256 in flight at a load of 2.8 and 0.6 at a load of 5.
+- what is left is the event loop and aiohttp: one process keeps up with ~1,000 requests a second
+  (`client_processes` adds processes sharing the cache and budget, one more per 512 in flight by
+  default). This machine is shared with other work, so the ratio at 256 in flight follows the
+  load: 0.72-0.93 in the rounds above (load 1.3-1.9), about 0.6 at a load of 5.
 - faults: a 429 without rate-limit headers delays only its own request; everyone pauses only when
   429s keep coming or the headers say the budget is spent. Every fault but a 429 holds a slot for the
   server's latency, and a refusal, a filtered or a truncated answer needs one more generation, so the
