@@ -225,10 +225,7 @@ def annotate(server: Server, folder: Path, src: str, sub: str, concurrency: int,
     if prof:
         prof.disable()
         s = io.StringIO()
-        st = pstats.Stats(prof, stream=s)
-        st.sort_stats("tottime").print_stats(30)
-        if os.environ.get("XX_CALLERS"):
-            st.print_callers(os.environ["XX_CALLERS"])
+        pstats.Stats(prof, stream=s).sort_stats("tottime").print_stats(30)
         print(s.getvalue())
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     cache.close()

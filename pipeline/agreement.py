@@ -30,7 +30,7 @@ _TASK = (r"(?:help|assist|comply|fulfil|fulfill|provide|identify|answer|respond|
 _DECLINE = re.compile(
     r"^(?:(?:unfortunately|regrettably|apologies)\W+)?(?:"
     r"(?:i['\u2019]?m|i am|we['\u2019]?re|we are)\s+(?:very\s+|so\s+|really\s+|truly\s+)?sorry"
-    r"|sorry\b"
+    r"|sorry(?![-\w])"
     r"|i\s+apologi[sz]e"
     r"|as an ai\b"
     r"|(?:i|we)\s+(?:must|have to|need to)\s+(?:decline|refuse)"
