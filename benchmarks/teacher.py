@@ -497,7 +497,7 @@ the ceiling at 4.6 ms of CPU a request; now about 0.7 ms):
   of the event loop are one SQLite transaction (committed before any coroutine goes on), and a
   write never waits on another process's lock inside the event loop (it retries a moment later);
 - a semaphore that hands a freed slot straight to the next turn, a one-match parse of well-formed
-  answers, image files read with a plain open on a local disk;
+  answers;
 - what is left is the event loop and aiohttp: one process keeps up with ~1,000 requests a second
   (`client_processes` adds processes sharing the cache and budget, one more per 512 in flight by
   default). This machine is shared with other work, so the ratio at 256 in flight follows the
