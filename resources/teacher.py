@@ -52,7 +52,8 @@ class Teacher(dg.ConfigurableResource):
                                         "requests in flight or lost to a stopped run. Turns past it stay pending.")
     budget_name: str = Field(default="default", description="The spend ledger's budget the cap applies to.")
     budget_url: str | None = Field(default=None, description="A PostgreSQL URL for the shared budget (rate limits "
-                                   "and spend ledger) of several hosts; set with EnvVar('LLAVACOT_TEACHER_BUDGET_URL'). "
+                                   "and spend ledger) of several hosts; set with "
+                                   "EnvVar('LLAVACOT_TEACHER_BUDGET_URL'). "
                                    "Default: a SQLite file beside the request cache (one host).")
     prices: dict[str, list[float | None]] = Field(
         default_factory=dict, description="model -> [USD/1M input, USD/1M output(, USD/1M cached input)]; "

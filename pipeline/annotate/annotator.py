@@ -39,7 +39,8 @@ class TeacherSettings:
     max_attempts: int = 3  # generation attempts per turn (the public script: 2)
     temperature: float = 0.7
     max_tokens: int = 2048
-    max_tokens_cap: int = 8192  # a truncated answer (finish_reason "length") is asked again with twice the budget, up to this
+    # a truncated answer (finish_reason "length") is asked again with twice the output budget, up to this
+    max_tokens_cap: int = 8192
     judge_max_tokens: int = 8  # the verdict is one word
     # Image detail: "fit" sends "low" for an image that fits in 512x512 (the low-detail rendering
     # is 512x512, so nothing is lost, and it costs 85 tokens instead of 255), else "auto".
@@ -50,7 +51,8 @@ class TeacherSettings:
     backoff_cap_s: float = 30.0
     expected_output_tokens: int = 600  # for the estimate before a run
     round: int = 0  # re-annotation round; > 0 sends a `seed` so the request (and its key) is new
-    prompt_cache_key: bool = False  # send OpenAI's `prompt_cache_key` (the image's hash): same-image requests share a cache
+    # send OpenAI's `prompt_cache_key` (from the image): requests about one image share a prompt cache
+    prompt_cache_key: bool = False
     client_processes: int = 1  # online: annotate in this many processes sharing the budget (pipeline.annotate.workers)
     min_turns_per_process: int = 500  # ... each with at least this many turns (starting a process takes ~1 s)
 

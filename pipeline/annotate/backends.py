@@ -185,8 +185,8 @@ class OpenAIBackend:
 
         # max_retries=0: our loop owns retries (honouring Retry-After and the shared budget), so
         # the client's own retries and ours never multiply.
-        return openai.AsyncOpenAI(timeout=self.timeout_s, max_retries=0,
-                                  http_client=_http_client(openai, self.timeout_s, self.max_connections), **self._kwargs)
+        http_client = _http_client(openai, self.timeout_s, self.max_connections)
+        return openai.AsyncOpenAI(timeout=self.timeout_s, max_retries=0, http_client=http_client, **self._kwargs)
 
     def _make_session(self):
         import aiohttp

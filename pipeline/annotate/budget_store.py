@@ -91,7 +91,7 @@ class SqliteStore:
 
 
 class PostgresStore:
-    """The same tables in PostgreSQL (psycopg2, which Dagster's PostgreSQL storage installs). A
+    """The same tables in PostgreSQL (psycopg2, installed with the team deployment's PostgreSQL storage). A
     write transaction takes the budget's rows with SELECT ... FOR UPDATE (NOWAIT from the event
     loop), the equivalent of SQLite's BEGIN IMMEDIATE for these rows."""
 

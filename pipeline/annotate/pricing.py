@@ -37,7 +37,8 @@ class Price:
             value = [value["input"], value["output"], value.get("cached_input")]
         values = list(value)
         if len(values) not in (2, 3):
-            raise ValueError(f"a price is [USD/1M input, USD/1M output] or [.., .., USD/1M cached input], not {value!r}")
+            raise ValueError("a price is [USD/1M input, USD/1M output] or [.., .., USD/1M cached input], "
+                             f"not {value!r}")
         numbers = [None if v is None else float(v) for v in values]
         if any(v is not None and (v < 0 or math.isnan(v)) for v in numbers) or numbers[0] is None or numbers[1] is None:
             raise ValueError(f"prices must be numbers >= 0, not {value!r}")

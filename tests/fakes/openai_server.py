@@ -522,7 +522,8 @@ class FakeOpenAIServer:
             for h in [h for h in resp.headers if h.lower().startswith("x-ratelimit-")]:
                 del resp.headers[h]
         elif api and mode == "minus_one":
-            for h in [h for h in resp.headers if h.lower().startswith(("x-ratelimit-limit-", "x-ratelimit-remaining-"))]:
+            said = ("x-ratelimit-limit-", "x-ratelimit-remaining-")
+            for h in [h for h in resp.headers if h.lower().startswith(said)]:
                 resp.headers[h] = "-1"
         return resp
 
