@@ -14,7 +14,7 @@ import hashlib
 import json
 import random
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -29,6 +29,7 @@ from pipeline.annotate.pricing import PriceTable, image_tokens, text_tokens, usa
 from pipeline.stages import parse, render
 
 FINAL = ("ok", "refused", "invalid", "error")
+IMAGE_CACHE_BYTES = 64 * 1024 * 1024  # data URLs kept for the next turns about the same image
 __all__ = ["Annotator", "TeacherSettings", "Turn", "turns_of", "RunStats", "SpendCapReached", "FINAL"]
 
 
@@ -216,7 +217,8 @@ class Annotator:
         self.batch_policy: tuple[int, Callable[[], object]] | None = None
         self.prepare_image = prepare_image  # the source's own rendering (sources.Reader.prepare_image)
         self.stats = RunStats()
-        self._sizes: dict[str, tuple[int, int] | None] = {}  # image path -> size, read once
+        self._images: OrderedDict = OrderedDict()  # (path, sample or None) -> (data URL, size), see _image
+        self._images_bytes = 0
         self._sem = Slots(settings.max_concurrency)
         self._rng = random.Random(0)
         self._storm = SustainedRateLimits()
@@ -424,18 +426,25 @@ class Annotator:
         return p
 
     def _image(self, turn: Turn) -> tuple[str | None, tuple[int, int] | None]:
+        """(data URL, size) of the turn's image as sent. The last few are kept: the turns of one
+        conversation (and, without a per-sample rendering, the questions about one image) read,
+        render and encode it once."""
         if not turn.image_path or self.load_image is None:
             return None, None
+        key = (turn.image_path, turn.sample_id if self.prepare_image is not None else None)
+        known = self._images.get(key)
+        if known is not None:
+            self._images.move_to_end(key)
+            return known
         data = self.load_image(turn.image_path)
-        if self.prepare_image is not None:  # the source's rendering may change the picture
+        if self.prepare_image is not None:  # the source's rendering (marks drawn for this sample)
             data = self.prepare_image(data, turn)
-            return data_url(data, turn.image_path), header_size(data)
-        size = self._sizes.get(turn.image_path, False)
-        if size is False:
-            size = self._sizes[turn.image_path] = turn.image_size or header_size(data)
-            if len(self._sizes) > 100_000:
-                self._sizes.clear()
-        return data_url(data, turn.image_path), size
+        size = turn.image_size if self.prepare_image is None and turn.image_size else header_size(data)
+        known = self._images[key] = (data_url(data, turn.image_path), size)
+        self._images_bytes += len(known[0])
+        while self._images_bytes > IMAGE_CACHE_BYTES and len(self._images) > 1:
+            self._images_bytes -= len(self._images.popitem(last=False)[1][0])
+        return known
 
     async def annotate_turn(self, turn: Turn) -> dict:
         row = {

@@ -437,3 +437,29 @@ def test_the_estimate_reads_each_image_header_once(fake, tmp_path, toy_source):
         assert e["input_tokens"] < len(turns) * (85 + 600)
     finally:
         close(ann)
+
+
+def test_an_image_is_read_and_encoded_once_for_the_turns_about_it(fake, tmp_path, toy_source):
+    source_root, _ = toy_source
+    reads = []
+    ann = make_annotator(fake, tmp_path, source_root)
+    load = ann.load_image
+    ann.load_image = lambda rel: reads.append(rel) or load(rel)
+    ann.open_image = lambda rel: source_root.open(rel, "rb")  # the estimate's header reads
+    try:
+        summary = annotate_partition("toy", toy_source[1], source_root, Root(str(tmp_path / "out")), ann,
+                                     log=lambda *_: None)
+    finally:
+        close(ann)
+    assert summary.by_status == {"ok": 15} and sorted(reads) == ["img/0.png", "img/1.png", "img/2.png"]
+    # a per-sample rendering (marks drawn for one sample): once per sample, its two turns share it
+    reads.clear()
+    ann = make_annotator(fake, tmp_path, source_root)
+    ann.load_image = lambda rel: reads.append(rel) or load(rel)
+    ann.open_image = lambda rel: source_root.open(rel, "rb")
+    ann.prepare_image = lambda data, turn: data
+    try:
+        annotate_partition("toy", toy_source[1], source_root, Root(str(tmp_path / "out2")), ann, log=lambda *_: None)
+    finally:
+        close(ann)
+    assert len(reads) == 12  # 12 samples, 15 turns
