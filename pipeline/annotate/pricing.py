@@ -135,11 +135,18 @@ class PriceTable:
 
 
 def usage_tokens(body: dict) -> tuple[int, int, int]:
-    """(prompt, completion, cached prompt) tokens from a chat completion's `usage`."""
-    usage = body.get("usage") or {}
-    details = usage.get("prompt_tokens_details") or {}
-    return (int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0),
-            int(details.get("cached_tokens") or 0))
+    """(prompt, completion, cached prompt) tokens from a chat completion's `usage`; a count that
+    is missing or not a number reads 0 (it runs before the answer is stored: it must not fail)."""
+    usage = body.get("usage") if isinstance(body.get("usage"), dict) else {}
+    details = usage.get("prompt_tokens_details") if isinstance(usage.get("prompt_tokens_details"), dict) else {}
+
+    def count(value) -> int:
+        try:
+            return max(0, int(value or 0))
+        except (TypeError, ValueError):
+            return 0
+
+    return count(usage.get("prompt_tokens")), count(usage.get("completion_tokens")), count(details.get("cached_tokens"))
 
 
 def image_tokens(width: int, height: int, detail: str = "auto") -> int:

@@ -38,3 +38,13 @@ def test_prices_from_the_environment():
         prices_from_env("m", {"LLAVACOT_TEACHER_PRICES": "{oops"})
     with pytest.raises(ValueError, match=">= 0"):
         Price.of([-1, 2])
+
+
+def test_usage_that_is_missing_or_garbled_counts_zero_rather_than_losing_the_answer():
+    from pipeline.annotate.pricing import usage_tokens
+
+    assert usage_tokens({"usage": {"prompt_tokens": 10, "completion_tokens": 3,
+                                   "prompt_tokens_details": {"cached_tokens": 8}}}) == (10, 3, 8)
+    assert usage_tokens({}) == (0, 0, 0)
+    assert usage_tokens({"usage": {"prompt_tokens": "many", "completion_tokens": None,
+                                   "prompt_tokens_details": None}}) == (0, 0, 0)
