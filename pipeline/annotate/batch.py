@@ -110,13 +110,17 @@ class BatchTransport:
         if self._flusher is not None:
             return
         self._wake = asyncio.Event()
-        for batch_id, pairs in self.cache.open_batches():  # resume polling after a restart
+        open_batches, creating = self.cache.open_batches(), self.cache.creating_batches()
+        # the answers of a stopped run's batches are stored at their price: known before anything is read
+        self.prices.require({m for _, pairs in open_batches for _, m in pairs}
+                            | {m for _, pairs, _ in creating for _, m in pairs})
+        for batch_id, pairs in open_batches:  # resume polling after a restart
             self.resumed_batches += 1
             for k, model in pairs:
                 self._inflight[k] = batch_id
                 self._models.setdefault(k, model)
             self._spawn(self._poll(batch_id, [k for k, _ in pairs]))
-        for file_id, pairs, since in self.cache.creating_batches():  # stopped while creating one
+        for file_id, pairs, since in creating:  # stopped while creating one
             for k, model in pairs:
                 self._inflight[k] = CREATING + file_id
                 self._models.setdefault(k, model)
