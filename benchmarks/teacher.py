@@ -349,7 +349,8 @@ def cost_phase(server: Server, tmp: Path, args) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--turns", type=int, default=2000, help="turns of the 32-in-flight phases (256: 1.5x)")
+    ap.add_argument("--turns", type=int, default=2000,
+                    help="turns at 32 in flight (at 256: five times as many, ~12 s of a steady state)")
     ap.add_argument("--latency", type=float, default=0.25)
     ap.add_argument("--fault-rate", type=float, default=0.2)
     ap.add_argument("--retry-after", type=float, default=1.0, help="Retry-After of injected 429s (s)")
@@ -366,7 +367,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-teacher-") as tmp:
         tmp = Path(tmp)
         data = {}
-        for c, n in ((32, args.turns), (256, int(args.turns * 1.5))):
+        for c, n in ((32, args.turns), (256, args.turns * 5)):
             src, sub = write_source(tmp / f"data{c}", n, 64)
             data[c] = (src, sub, request_bodies(src, sub))
         server = Server(args.latency, args.retry_after)
@@ -498,10 +499,12 @@ the ceiling at 4.6 ms of CPU a request; now about 0.7 ms):
   write never waits on another process's lock inside the event loop (it retries a moment later);
 - a semaphore that hands a freed slot straight to the next turn, a one-match parse of well-formed
   answers;
-- what is left is the event loop and aiohttp: one process keeps up with ~1,000 requests a second
+- what is left is the event loop and aiohttp (~0.6 ms of CPU a request against the minimal
+  client's ~0.3 ms): one process keeps up with ~1,500 requests a second on a free core
   (`client_processes` adds processes sharing the cache and budget, one more per 512 in flight by
-  default). This machine is shared with other work, so the ratio at 256 in flight follows the
-  load: 0.72-0.93 in the rounds above (load 1.3-1.9), about 0.6 at a load of 5.
+  default; on this machine a second one did not help at 256). This machine is shared with other
+  work, and at 256 in flight the ratio follows the load (the last line above has every round's
+  figures and load): the client needs about 60 % of a core there, the minimal client 30 %.
 - faults: a 429 without rate-limit headers delays only its own request; everyone pauses only when
   429s keep coming or the headers say the budget is spent. Every fault but a 429 holds a slot for the
   server's latency, and a refusal, a filtered or a truncated answer needs one more generation, so the

@@ -174,6 +174,9 @@ class OpenAIBackend:
         self._headers = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json",
                          "Accept": "application/json"}
         self._proxy = _env_proxy(self._url)
+        from yarl import URL  # parsed once, not on every request (aiohttp's own URL type)
+
+        self._yarl_url = URL(self._url)
         org, project = organization or os.environ.get("OPENAI_ORG_ID"), os.environ.get("OPENAI_PROJECT_ID")
         if org:
             self._headers["OpenAI-Organization"] = org
@@ -194,7 +197,7 @@ class OpenAIBackend:
         # not trust_env: it looks up .netrc and the proxy variables in a thread for every request;
         # the proxy for the endpoint is looked up once instead (_proxy)
         return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=self.max_connections),
-                                     timeout=aiohttp.ClientTimeout(total=self.timeout_s))
+                                     timeout=aiohttp.ClientTimeout(total=self.timeout_s), headers=self._headers)
 
     @property
     def client(self):
@@ -222,7 +225,7 @@ class OpenAIBackend:
         import aiohttp
 
         try:
-            async with self._session.get().post(self._url, data=body, headers=self._headers, proxy=self._proxy) as resp:
+            async with self._session.get().post(self._yarl_url, data=body, proxy=self._proxy) as resp:
                 content = await resp.read()
                 if resp.status == 200:
                     return content
