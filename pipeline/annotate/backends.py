@@ -146,10 +146,10 @@ class _PerLoop:
 class OpenAIBackend:
     """Chat completions from any OpenAI-compatible endpoint.
 
-    `http="direct"` (the default) posts each request on one aiohttp session with the endpoint,
-    key and organisation the openai client would use (OPENAI_BASE_URL, OPENAI_ORG_ID and
-    OPENAI_PROJECT_ID when not given); `http="openai"` sends it through the official client's
-    `post`. Both classify every reply with `classify_status` (a test holds them to the same
+    `http="openai"` (the default) sends each request through the official client's `post`;
+    `http="direct"` (opt-in, for self-hosted endpoints at hundreds of requests in flight) posts it on
+    one aiohttp session with the endpoint, key and organisation the openai client would use
+    (OPENAI_BASE_URL, OPENAI_ORG_ID and OPENAI_PROJECT_ID when not given). Both classify every reply with `classify_status` (a test holds them to the same
     result for every fault the fake server makes). Written by hand because the client's own
     request path (options copied twice, headers rebuilt, URLs parsed three times, httpx over
     aiohttp) costs about 0.7 ms of CPU per request against 0.3 ms here, and at 256 requests in
@@ -160,7 +160,7 @@ class OpenAIBackend:
     mode = "online"
 
     def __init__(self, api_key: str, base_url: str | None = None, timeout_s: float = 120.0,
-                 organization: str | None = None, max_connections: int = 300, http: str = "direct") -> None:
+                 organization: str | None = None, max_connections: int = 300, http: str = "openai") -> None:
         if http not in HTTP_PATHS:
             raise ValueError(f"http must be one of {HTTP_PATHS}, not {http!r}")
         self._kwargs = dict(api_key=api_key, base_url=base_url or None, organization=organization)
