@@ -478,7 +478,8 @@ def write_readme(args, lines: list[str], bound: float) -> None:
     write_readme_section(
         "teacher",
         "The teacher client (`pipeline.annotate`: Annotator + annotate_partition with the teacher resource's "
-        "defaults: requests on one aiohttp session, the Batch API through the official openai client) "
+        "defaults: requests through the official openai client, or on one aiohttp session (`http_client: direct`) "
+        "where a phase says so; the Batch API through the official client) "
         f"against the fake server started standalone (`python -m tests.fakes.openai_server --latency {args.latency:g} "
         f"--retry-after {args.retry_after:g}`). Goals: >= 90 % of the server's ceiling without faults at 32 and at "
         "256 requests in flight; with 20 % faults of every kind but stalls, every turn final and a wall time <= 1.3x "
@@ -495,9 +496,10 @@ What bounds it, and what was changed (the first run of this script at 256 in fli
 the ceiling at 4.6 ms of CPU a request; now about 0.7 ms):
 - at 256 connections httpx's connection pool searched every connection for each request (over half
   of the CPU), and the openai client's request path (options copied twice, headers rebuilt, URLs
-  parsed three times) cost ~0.7 ms more: requests now go out on one aiohttp session, serialised once
-  with orjson; the official client's `post` stays one setting away (`http_client: openai`), and a
-  test holds both paths to the same classification of every fault the fake server makes;
+  parsed three times) cost ~0.7 ms more: `http_client: direct` sends requests on one aiohttp
+  session, serialised once with orjson, for hundreds in flight (a self-hosted endpoint); the official
+  client stays the default (Azure and every compatible endpoint), and a test holds both paths to the
+  same classification of every fault the fake server makes;
 - the request cache and the shared budget write in groups: the answers and reservations of one turn
   of the event loop are one SQLite transaction (committed before any coroutine goes on), and a
   write never waits on another process's lock inside the event loop (it retries a moment later);
