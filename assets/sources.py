@@ -6,11 +6,14 @@ import dagster as dg
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from assets.automation import observe_on_cron
 from assets.metadata import PREVIEW_COLUMNS, counts_table, preview_table, sample_column_schema
 from assets.partitions import source_partitions
+from assets.staging import gate
 from pipeline import SOURCES
 from pipeline.fingerprint import fingerprint
 from pipeline.ingest import INGEST_VERSION, ingest_source
+from pipeline.publish import staged
 from pipeline.sampling import SUBSAMPLE_VERSION, subsample_source
 from pipeline.sources import SourceLayoutError, all_readers, get_reader
 from resources import DataStore, QualityThresholds, SamplingPlan
@@ -24,6 +27,7 @@ def _readers_version() -> str:
 @dg.observable_source_asset(
     partitions_def=source_partitions,
     group_name="sources",
+    automation_condition=observe_on_cron(),
     description="The raw source folders in their native layouts. Observed, not materialised: the "
     "data version of each partition is a fingerprint of its folder listing (paths, sizes, stamps).",
 )
@@ -36,9 +40,9 @@ def source_files(data_store: DataStore) -> dg.DataVersionsByPartition:
 
 
 RAW_CHECKS = [
-    dg.AssetCheckSpec("no_duplicate_ids", asset="raw_samples", blocking=True,
+    dg.AssetCheckSpec("no_duplicate_ids", asset="raw_samples", blocking=True, partitions_def=source_partitions,
                       description="Every id appears once in the canonical table."),
-    dg.AssetCheckSpec("quarantine_rate", asset="raw_samples", blocking=True,
+    dg.AssetCheckSpec("quarantine_rate", asset="raw_samples", blocking=True, partitions_def=source_partitions,
                       description="The share of quarantined rows stays under the configured limit."),
 ]
 
@@ -55,16 +59,19 @@ def _duplicate_ids(path: str, fs) -> int:
     group_name="sources",
     code_version=f"ingest-{INGEST_VERSION}-readers-{_readers_version()}",
     check_specs=RAW_CHECKS,
+    output_required=False,  # a failed blocking check publishes (and materialises) nothing
     kinds={"parquet"},
     description="Native files -> canonical sample rows (image paths, not bytes). Rows that cannot be "
-    "used are kept in quarantine.parquet with a machine-readable reason.",
+    "used are kept in quarantine.parquet with a machine-readable reason. Written beside the published "
+    "folder and published only when the blocking checks pass.",
 )
 def raw_samples(
     context: dg.AssetExecutionContext, data_store: DataStore, quality: QualityThresholds
-) -> dg.MaterializeResult:
+):
     source = context.partition_key
     source_root = data_store.raw(source)
-    out = data_store.step("raw_samples", source)
+    staging = staged(data_store.step("raw_samples"), source)
+    out = staging.root
     context.log.info(f"reading {source} from {source_root.uri}")
     try:
         s = ingest_source(source, source_root, out)
@@ -87,7 +94,7 @@ def raw_samples(
             description=f"{counted} of {total} rows quarantined for data errors ({rate:.1%}; limit {limit:.0%})",
         ),
     ]
-    return dg.MaterializeResult(
+    yield from gate(staging, checks, dg.MaterializeResult(
         data_version=dg.DataVersion(s.content_hash),
         check_results=checks,
         metadata={
@@ -104,15 +111,15 @@ def raw_samples(
             "source_fingerprint": digest,
             "source_files": files,
             "source_bytes": size,
-            "path": dg.MetadataValue.path(s.samples_path),
-            "quarantine_path": dg.MetadataValue.path(s.quarantine_path),
+            "path": dg.MetadataValue.path(staging.final_path(s.samples_path)),
+            "quarantine_path": dg.MetadataValue.path(staging.final_path(s.quarantine_path)),
             "preview": preview_table(s.preview, PREVIEW_COLUMNS),
         },
-    )
+    ))
 
 
 SUBSAMPLE_CHECKS = [
-    dg.AssetCheckSpec("no_duplicate_ids", asset="subsample", blocking=True,
+    dg.AssetCheckSpec("no_duplicate_ids", asset="subsample", blocking=True, partitions_def=source_partitions,
                       description="Every id appears once in the subsample."),
 ]
 
@@ -123,19 +130,21 @@ SUBSAMPLE_CHECKS = [
     group_name="sources",
     code_version=f"subsample-{SUBSAMPLE_VERSION}",
     check_specs=SUBSAMPLE_CHECKS,
+    output_required=False,  # a failed blocking check publishes (and materialises) nothing
     kinds={"parquet"},
     description="A deterministic quota sample of each source (hash rank; stable when data is added), "
-    "test splits excluded, optionally stratified.",
+    "test splits excluded, optionally stratified. Published only when its blocking check passes.",
 )
 def subsample(
     context: dg.AssetExecutionContext, data_store: DataStore, sampling: SamplingPlan
-) -> dg.MaterializeResult:
+):
     source = context.partition_key
     plan = sampling.plan()
     quota = plan.quota(source)
     stratify_key = sampling.stratify.get(source) or get_reader(source).stratify_key
     raw = data_store.step("raw_samples", source)
-    out = data_store.step("subsample", source)
+    staging = staged(data_store.step("subsample"), source)
+    out = staging.root
     s = subsample_source(
         source, raw.path("samples.parquet"), out, quota=quota, seed=plan.seed,
         stratify_key=stratify_key, exclude_splits=tuple(sampling.exclude_splits),
@@ -143,10 +152,11 @@ def subsample(
     with out.fs.open(s.samples_path, "rb") as f:
         preview = pq.read_table(f).slice(0, 5).to_pylist()
     dups = _duplicate_ids(s.samples_path, out.fs)
-    return dg.MaterializeResult(
+    checks = [dg.AssetCheckResult(check_name="no_duplicate_ids", passed=dups == 0, metadata={"duplicate_ids": dups},
+                                  description=f"{dups} duplicate ids")]
+    yield from gate(staging, checks, dg.MaterializeResult(
         data_version=dg.DataVersion(s.content_hash),
-        check_results=[dg.AssetCheckResult(check_name="no_duplicate_ids", passed=dups == 0,
-                                           metadata={"duplicate_ids": dups})],
+        check_results=checks,
         metadata={
             "dagster/row_count": s.selected,
             "rows": s.selected,
@@ -157,7 +167,7 @@ def subsample(
             "rows_by_split": counts_table(s.by_split, "split"),
             "excluded_splits": counts_table(s.excluded_splits, "split"),
             "rows_by_stratum": counts_table(s.by_stratum, "stratum") if s.by_stratum else "not stratified",
-            "path": dg.MetadataValue.path(s.samples_path),
+            "path": dg.MetadataValue.path(staging.final_path(s.samples_path)),
             "preview": preview_table(preview, PREVIEW_COLUMNS),
         },
-    )
+    ))

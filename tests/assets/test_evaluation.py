@@ -1,7 +1,7 @@
 """benchmark_scores and benchmark_report in-process, on the tiny model, with lineage recorded."""
 import dagster as dg
 
-from assets.evaluation import benchmark_report, benchmark_scores
+from assets.evaluation import benchmark_report, benchmark_scores, score_key
 from pipeline.demo.tiny_model import write_tiny_model
 from resources import DataStore
 from resources.evaluation import EvaluationSettings
@@ -28,9 +28,8 @@ def test_scores_and_report_with_lineage(tmp_path):
             tags={"dagster/data_version": "dataset-v1"}))
         results = {}
         for key in ("direct", "stage_beam_2"):
-            partition = dg.MultiPartitionKey({"benchmark": "AI2D_TEST", "strategy": key})
-            results[key] = dg.materialize([benchmark_scores], partition_key=partition, instance=instance,
-                                          resources=resources)
+            results[key] = dg.materialize([benchmark_scores], selection=[score_key("AI2D_TEST", key)],
+                                          instance=instance, resources=resources)
             assert results[key].success
         (m,) = results["stage_beam_2"].asset_materializations_for_node("benchmark_scores")
         assert 0.0 <= m.metadata["score"].value <= 100.0
@@ -40,8 +39,8 @@ def test_scores_and_report_with_lineage(tmp_path):
         assert lineage["model_version"] == "weights-v1" and lineage["teacher_models"] == "offline-template"
         assert lineage["prompt_versions"] == "v1" and lineage["dataset_version"] == "dataset-v1"
         # a second materialisation resumes from the cached predictions
-        again = dg.materialize([benchmark_scores], partition_key=dg.MultiPartitionKey(
-            {"benchmark": "AI2D_TEST", "strategy": "stage_beam_2"}), instance=instance, resources=resources)
+        again = dg.materialize([benchmark_scores], selection=[score_key("AI2D_TEST", "stage_beam_2")],
+                               instance=instance, resources=resources)
         (m2,) = again.asset_materializations_for_node("benchmark_scores")
         assert m2.metadata["predicted_this_run"].value == 0
         assert m2.metadata["score"].value == m.metadata["score"].value

@@ -5,6 +5,7 @@ from collections import Counter
 import dagster as dg
 import pyarrow.parquet as pq
 import pytest
+from dagster._core.event_api import PartitionKeyFilter
 
 from assets.annotations import build_annotations_asset
 from assets.sources import raw_samples, source_files, subsample
@@ -165,6 +166,42 @@ def test_a_blocking_check_stops_downstream(tmp_path):
         assert [e.check_name for e in failed] == ["quarantine_rate"]
         assert not result.asset_materializations_for_node("subsample")
         assert not (tmp_path / "subsample" / "clevr").exists()
+
+
+def test_a_failed_blocking_check_leaves_the_previous_output_and_runs_nothing_after_it(tmp_path):
+    """The images of a source move away: every row is quarantined, quarantine_rate fails for that
+    partition, the previous good output stays published and materialised, subsample does not run,
+    and materialising another source leaves this partition's check failed."""
+    import shutil
+
+    with dg.instance_for_test() as instance:
+        assert materialize(tmp_path, instance, "clevr").success
+        published = (tmp_path / "raw_samples" / "clevr" / "samples.parquet").read_bytes()
+        subsample_before = (tmp_path / "subsample" / "clevr" / "samples.parquet").read_bytes()
+        good = instance.fetch_materializations(dg.AssetKey("raw_samples"), limit=1).records[0].storage_id
+
+        images = tmp_path / "raw" / "clevr" / "images"
+        shutil.move(images, tmp_path / "moved-images")
+        images.mkdir()  # the folder is there, the files are not
+        result = materialize(tmp_path, instance, "clevr")
+        assert not result.success
+        (failed,) = [e for e in result.get_asset_check_evaluations() if not e.passed]
+        assert failed.check_name == "quarantine_rate" and failed.partition == "clevr"
+        assert "not published" in failed.description and "rows quarantined" in failed.description
+        assert not result.asset_materializations_for_node("raw_samples")
+        assert not result.asset_materializations_for_node("subsample")
+        assert (tmp_path / "raw_samples" / "clevr" / "samples.parquet").read_bytes() == published
+        assert (tmp_path / "subsample" / "clevr" / "samples.parquet").read_bytes() == subsample_before
+        assert pq.read_table(tmp_path / "raw_samples" / ".rejected" / "clevr" / "samples.parquet").num_rows == 0
+
+        assert materialize(tmp_path, instance, "pisc").success  # another source: its own checks
+        check = dg.AssetCheckKey(dg.AssetKey("raw_samples"), "quarantine_rate")
+        latest = {p: instance.event_log_storage.get_latest_asset_check_execution_by_key(
+            [check], partition_filter=PartitionKeyFilter(key=p))[check].status.value for p in ("clevr", "pisc")}
+        assert latest == {"clevr": "FAILED", "pisc": "SUCCEEDED"}
+        records = instance.fetch_materializations(dg.AssetRecordsFilter(
+            asset_key=dg.AssetKey("raw_samples"), asset_partitions=["clevr"]), limit=1).records
+        assert records[0].storage_id == good
 
 
 def test_missing_source_folder_fails_with_a_clear_error(tmp_path):
