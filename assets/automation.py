@@ -31,5 +31,9 @@ def on_new_inputs() -> dg.AutomationCondition:
         & ~AC.any_deps_missing()
         & ~AC.any_deps_in_progress()
         & ~AC.in_progress()
-        & AC.all_deps_blocking_checks_passed()
+        # not all_deps_blocking_checks_passed(): for an unpartitioned asset that reads every
+        # partition of an input, that holds when *some* partition passed; one failed partition
+        # must be enough to wait
+        & ~AC.any_deps_match(AC.any_checks_match(AC.check_failed(), blocking_only=True)).with_label(
+            "an input's latest blocking check failed")
     ).with_label("on_new_inputs")
