@@ -166,7 +166,12 @@ def plan_stage(records: Records, stage: Stage, selected: set[dg.AssetKey], parti
                        or _after(graph.get(k).parent_keys & upcoming)) for k in keys}
         first = next((k for k in keys if reasons[k]), None)
         if first is None:
-            out.fresh.append((partition, keys))
+            # up to date, unless what it reads failed now or since: then it is not current either
+            why_not = _failed_upstream(graph, keys, partition, failed) or records.not_ready(keys[0], partition, upcoming)
+            if why_not:
+                out.blocked.append((partition, keys, why_not))
+            else:
+                out.fresh.append((partition, keys))
             continue
         # the assets that need a run and everything after them in this stage (their inputs change)
         todo: list[dg.AssetKey] = []

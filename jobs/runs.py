@@ -110,12 +110,12 @@ class Runs:
         pending = set(run_ids)
         while pending:
             for run_id in sorted(pending):
-                records = self.instance.get_records_for_run(run_id, cursor=cursors[run_id]).records
-                for record in records:
+                connection = self.instance.get_records_for_run(run_id, cursor=cursors[run_id])
+                for record in connection.records:
                     entry = record.event_log_entry
                     if entry.dagster_event is None and entry.level >= 20 and entry.user_message:
                         print(f"    [{run_id[:8]}] {entry.user_message}", flush=True)
-                    cursors[run_id] = str(record.storage_id)
+                cursors[run_id] = connection.cursor
                 run = self.instance.get_run_by_id(run_id)
                 if run is not None and run.is_finished:
                     pending.discard(run_id)
