@@ -6,7 +6,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from assets.annotations import ANNOTATIONS_KEY
-from assets.metadata import PREVIEW_COLUMNS, counts_table, preview_table
+from assets.metadata import PREVIEW_COLUMNS, conversations_markdown, counts_table, preview_table
 from assets.partitions import source_partitions
 from assets.staging import gate
 from pipeline.publish import staged
@@ -75,5 +75,6 @@ def validated(context: dg.AssetExecutionContext, data_store: DataStore, quality:
             "path": dg.MetadataValue.path(staging.final_path(s.samples_path)),
             "rejects_path": dg.MetadataValue.path(staging.final_path(s.rejects_path)),
             "preview": preview_table(table.slice(0, 5).to_pylist(), PREVIEW_COLUMNS[:3] + ["conversations"]),
+            "samples_in_full": conversations_markdown(table.slice(0, 3).to_pylist()),
         },
     ))

@@ -278,3 +278,15 @@ def test_the_dataset_merges_every_source_and_a_rerun_rewrites_no_shard(graph):
     assert after == second["shards_before"]
     jsonl = (root / "cot_dataset" / "export" / "train.jsonl").read_text().splitlines()
     assert len(jsonl) == meta["rows_train"].value
+
+
+def test_whole_annotations_and_samples_are_readable_in_the_ui(graph):
+    """The preview table cuts long cells; the markdown beside it shows a few rows whole."""
+    root, _, first, _ = graph
+    md = materialization(first["clevr"], "annotations").metadata["annotations_in_full"].value
+    response = pq.read_table(root / "annotations" / "clevr" / "annotations.parquet").to_pylist()[0]["response"]
+    assert len(response) > 120 and response in md
+    assert all(f"<{tag}>" in md for tag in ("SUMMARY", "CAPTION", "REASONING", "CONCLUSION"))
+    samples = materialization(first["clevr"], "validated").metadata["samples_in_full"].value
+    first_row = pq.read_table(root / "validated" / "clevr" / "samples.parquet").to_pylist()[0]
+    assert first_row["id"] in samples and first_row["conversations"][-1]["value"] in samples
