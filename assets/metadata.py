@@ -2,20 +2,24 @@
 from __future__ import annotations
 
 import json
+import math
 
 import dagster as dg
 
 from pipeline import schema
 
 CELL_CHARS = 120
-DIGITS = 4  # floats shown in the UI: enough to compare, short enough to read
+DIGITS = 4  # significant digits of floats shown in the UI: enough to compare, short enough to read
 FENCE = "`" * 3
 
 
 def rounded(value):
-    """`value` with every float in it rounded to DIGITS places (lists and dicts too)."""
+    """`value` with every float in it cut to DIGITS significant digits, never rounding away digits
+    before the point (lists and dicts too): 0.30000000000000004 -> 0.3, 0.0000312345 -> 3.123e-05."""
     if isinstance(value, float):
-        return round(value, DIGITS)
+        if value == 0 or not math.isfinite(value):
+            return value
+        return round(value, max(0, DIGITS - 1 - math.floor(math.log10(abs(value)))))
     if isinstance(value, list):
         return [rounded(v) for v in value]
     if isinstance(value, dict):

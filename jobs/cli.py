@@ -23,8 +23,9 @@ from pathlib import Path
 
 DEFAULT_HOME = ".dagster_home"
 # The local instance: runs queue (a daemon, e.g. `dagster dev`, launches them two at a time; without
-# one, `llavacot run` executes them itself), and every pool (the teacher's API, training) takes one
-# step at a time across runs.
+# one, `llavacot run` executes them itself). No pool limits here: they are counted in the instance and
+# only a daemon's run monitoring frees the slot of a run whose process was killed; the team instance
+# (deploy/dagster.yaml) has both.
 LOCAL_INSTANCE = """\
 telemetry:
   enabled: false
@@ -33,22 +34,25 @@ nux:
 concurrency:
   runs:
     max_concurrent_runs: 2
-  pools:
-    default_limit: 1
-    granularity: op
 """
 
 
-def _instance():
-    import dagster as dg
-
+def write_local_instance() -> Path:
+    """$DAGSTER_HOME (default ./.dagster_home) with LOCAL_INSTANCE unless it has a dagster.yaml."""
     home = Path(os.environ.setdefault("DAGSTER_HOME", str(Path(DEFAULT_HOME).resolve())))
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
     if not config.exists():
         # No telemetry (this machine may have no network, and users did not ask for it), no
-        # newsletter pop-up in the UI; run queue and pool limits as above.
+        # newsletter pop-up in the UI, the run queue as above.
         config.write_text(LOCAL_INSTANCE)
+    return home
+
+
+def _instance():
+    import dagster as dg
+
+    write_local_instance()
     return dg.DagsterInstance.get()
 
 
@@ -141,7 +145,7 @@ def cmd_run(args) -> int:
     quiet_warnings()
     from definitions import defs
     from jobs.main import STAGES
-    from jobs.plan import Records, label, plan_stage, source_partitions
+    from jobs.plan import Records, plan_stage, source_partitions
     from jobs.runs import Runs
     from pipeline import SOURCES
 
@@ -167,21 +171,7 @@ def cmd_run(args) -> int:
     problems: list[str] = []
     for stage in stages:
         plan = plan_stage(Records(instance, graph), stage, selected, partitions, args.force, failed, upcoming)
-        order = {p: i for i, p in enumerate(partitions)}
-        lines = [(p, "up to date", "") for p, _ in plan.fresh] + [(p, "NOT RUN", f"({why})") for p, _, why in plan.blocked]
-        for p, keys, why in plan.blocked:
-            problems.append(f"{stage.name} {label(p, keys)}: {why}")
-            failed |= {(k, p) for k in keys}
-        labels = {p: label(p, keys) for p, keys in plan.fresh} | {p: label(p, keys) for p, keys, _ in plan.blocked}
-        if args.dry_run:
-            for run in plan.runs:
-                names = (", ".join(k.to_user_string() for k in run.keys) if len(run.keys) <= 4
-                         else f"{run.keys[0].to_user_string()} ... {run.keys[-1].to_user_string()}")
-                lines.append((run.partition, "would run", f"{names}  ({run.reason})"))
-                labels[run.partition] = run.label
-                upcoming |= set(run.keys)
-        for p, status, detail in sorted(lines, key=lambda x: order.get(x[0], -1)):
-            _line(stage.name, labels[p], status, detail)
+        failed |= _print_plan(plan, partitions, problems, upcoming if args.dry_run else None)
         if not args.dry_run:
             failed |= _execute(runs, plan.runs, problems)
     if not args.dry_run:
@@ -194,6 +184,28 @@ def cmd_run(args) -> int:
         print("FAILED:\n  " + "\n  ".join(problems), file=sys.stderr)
         return 1
     return 0
+
+
+def _print_plan(plan, partitions: list[str], problems: list[str], upcoming: set | None) -> set:
+    """One line per partition (or stage) that is up to date or cannot run, and, in a dry run
+    (`upcoming` is then the set to add the planned assets to), per run it would make. Returns the
+    asset partitions that cannot run."""
+    from jobs.plan import label
+
+    stage = plan.stage.name
+    lines = [(p, label(p, keys), "up to date", "") for p, keys in plan.fresh]
+    lines += [(p, label(p, keys), "NOT RUN", f"({why})") for p, keys, why in plan.blocked]
+    problems += [f"{stage} {label(p, keys)}: {why}" for p, keys, why in plan.blocked]
+    if upcoming is not None:
+        for run in plan.runs:
+            names = (", ".join(k.to_user_string() for k in run.keys) if len(run.keys) <= 4
+                     else f"{run.keys[0].to_user_string()} ... {run.keys[-1].to_user_string()}")
+            lines.append((run.partition, run.label, "would run", f"{names}  ({run.reason})"))
+            upcoming |= set(run.keys)
+    order = {p: i for i, p in enumerate(partitions)}
+    for p, what, status, detail in sorted(lines, key=lambda line: order.get(line[0], -1)):
+        _line(stage, what, status, detail)
+    return {(k, p) for p, keys, _ in plan.blocked for k in keys}
 
 
 def _execute(runs, todo, problems: list[str]) -> set:

@@ -40,7 +40,7 @@ def test_env_key_selects_the_real_client_and_the_key_is_never_written(tmp_path, 
         try:
             assert defs.resources["teacher"].effective_backend() == "openai"
             instance = dg.DagsterInstance.get()
-            job = defs.resolve_job_def("main")
+            job = defs.resolve_job_def("sources")
             result = job.execute_in_process(partition_key="clevr", instance=instance, raise_on_error=False)
             assert result.success
             (m,) = result.asset_materializations_for_node("annotations")
