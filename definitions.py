@@ -5,8 +5,9 @@ sample written on first use, demo-sized quotas. LLAVACOT_DEPLOYMENT=production: 
 the raw root come from LLAVACOT_DATA_ROOT / LLAVACOT_RAW_ROOT (any fsspec URI, e.g. s3://...),
 the paper's quotas.
 
-Training: the demo fine-tunes the embedded tiny Mllama for a few steps with two CPU ranks on this
-host (torchrun + DeepSpeed ZeRO-3 on the CPU accelerator); production takes the launcher from
+Training: the demo fine-tunes the embedded tiny Mllama (its "demo" size) for about a minute with two
+CPU ranks on this host (torchrun + DeepSpeed ZeRO-2 on the CPU accelerator), long enough to answer
+in four stages; production takes the launcher from
 LLAVACOT_LAUNCHER and friends (resources/launcher.py: launcher_from_env) and the model from
 LLAVACOT_MODEL (default meta-llama/Llama-3.2-11B-Vision-Instruct) with the paper's hyperparameters.
 """
@@ -27,12 +28,13 @@ from assets.versions import with_config_versions  # noqa: E402
 from jobs.annotation import reannotate_job, reannotate_schedule  # noqa: E402
 from jobs.main import STAGE_JOBS, observe_sources_job  # noqa: E402
 from resources import DataStore, DatasetSettings, QualityThresholds, SamplingPlan  # noqa: E402
-from resources.launcher import DEFAULT_MODEL, TrainingLauncher, TrainingSettings, launcher_from_env  # noqa: E402
+from resources.launcher import (DEFAULT_MODEL, TrainingLauncher, TrainingSettings, launcher_from_env,  # noqa: E402
+                                training_settings_from_env)
 from resources.evaluation import EvaluationSettings  # noqa: E402
 from resources.teacher import teacher_from_env  # noqa: E402
 
 DEPLOYMENT = os.environ.get("LLAVACOT_DEPLOYMENT", "demo")
-TINY_STEPS = 6  # the demo's fine-tuning: optimizer steps of the tiny model
+TINY_STEPS = 200  # the demo's fine-tuning: optimizer steps of the tiny model (~7 epochs of the sample)
 TINY_BUDGETS = {"summary": 12, "caption": 12, "reasoning": 16, "conclusion": 6}  # new tokens per stage
 
 
@@ -52,9 +54,10 @@ def _resources(deployment: str) -> dict:
             "teacher": teacher_from_env(),
             # small shards and a larger validation share, so the tiny sample shows both splits
             "dataset": DatasetSettings(validation_fraction=0.1, shard_target_mb=1.0),
-            # two CPU ranks on this host, the tiny model, a few steps: a real DeepSpeed run in seconds
+            # two CPU ranks on this host, the tiny model: a real DeepSpeed run of about a minute
             "launcher": TrainingLauncher(kind="local", nproc_per_node=2),
-            "training": TrainingSettings(tiny_model=True, max_steps=TINY_STEPS, lr=2e-3, per_device_batch_size=2,
+            "training": TrainingSettings(tiny_model=True, tiny_model_size="demo", max_steps=TINY_STEPS, lr=5e-3,
+                                         warmup_steps=10, per_device_batch_size=4, zero_stage=2, max_length=512,
                                          save_every=TINY_STEPS, num_workers=0),
             # the six tiny benchmark files of the embedded sample; short stage budgets for the tiny model
             "evaluation": EvaluationSettings(write_demo_benchmarks=True, stage_budgets=TINY_BUDGETS, sentence_tokens=12),
@@ -70,8 +73,8 @@ def _resources(deployment: str) -> dict:
             "teacher": teacher_from_env(backend="openai", max_spend_usd=float(os.environ.get("LLAVACOT_MAX_SPEND_USD", "500"))),
             "dataset": DatasetSettings(),
             "launcher": launcher_from_env(),
-            "training": TrainingSettings(model=os.environ.get("LLAVACOT_MODEL", DEFAULT_MODEL),
-                                         output_dir=os.environ.get("LLAVACOT_TRAIN_OUTPUT", "")),
+            # LLAVACOT_MODEL, LLAVACOT_TRAIN_OUTPUT and LLAVACOT_TRAIN_<FIELD> for every training setting
+            "training": training_settings_from_env(model=DEFAULT_MODEL),
             "evaluation": EvaluationSettings(benchmark_dir=os.environ.get("LLAVACOT_BENCHMARK_DIR", "")),
         }
     raise ValueError(f"LLAVACOT_DEPLOYMENT must be 'demo' or 'production', not {deployment!r}")

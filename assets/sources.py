@@ -11,10 +11,11 @@ from assets.metadata import PREVIEW_COLUMNS, counts_table, preview_table, sample
 from assets.partitions import source_partitions
 from assets.staging import gate
 from pipeline import SOURCES
+from pipeline.demo import DemoRefused
 from pipeline.fingerprint import fingerprint
 from pipeline.ingest import INGEST_VERSION, ingest_source
 from pipeline.publish import staged
-from pipeline.sampling import SUBSAMPLE_VERSION, subsample_source
+from pipeline.sampling import SUBSAMPLE_VERSION, earlier_sources, source_keys, subsample_source
 from pipeline.sources import SourceLayoutError, all_readers, get_reader
 from resources import DataStore, QualityThresholds, SamplingPlan
 
@@ -34,7 +35,10 @@ def _readers_version() -> str:
 def source_files(data_store: DataStore) -> dg.DataVersionsByPartition:
     versions = {}
     for source in SOURCES:
-        digest, _, _ = fingerprint(data_store.raw(source))
+        try:
+            digest, _, _ = data_store.fingerprint(source)
+        except DemoRefused:  # the folder as it is; raw_samples reports the refusal and what to do
+            digest, _, _ = fingerprint(data_store.raw_root().child(source))
         versions[source] = dg.DataVersion(digest)
     return dg.DataVersionsByPartition(versions)
 
@@ -69,18 +73,19 @@ def raw_samples(
     context: dg.AssetExecutionContext, data_store: DataStore, quality: QualityThresholds
 ):
     source = context.partition_key
-    source_root = data_store.raw(source)
     staging = staged(data_store.step("raw_samples"), source)
     out = staging.root
-    context.log.info(f"reading {source} from {source_root.uri}")
-    try:
-        s = ingest_source(source, source_root, out)
-    except SourceLayoutError as exc:  # the whole folder is wrong: say what was expected where
+    try:  # the whole folder is wrong, or is someone else's: say what was expected where
+        source_root = data_store.raw(source)
+        context.log.info(f"reading {source} from {source_root.uri}")
+        s = ingest_source(source, source_root, out, cache=data_store.cache(source))
+    except (SourceLayoutError, DemoRefused) as exc:
         raise dg.Failure(description=str(exc)) from exc
     digest, files, size = fingerprint(source_root)
 
-    total = s.rows + sum(s.quarantined.values())
-    counted = sum(n for r, n in s.quarantined.items() if r not in quality.expected_reasons)
+    # every native record counts: a whole unreadable file weighs the records it held
+    total = s.rows_read
+    counted = sum(n for r, n in s.quarantined_rows.items() if r not in quality.expected_reasons)
     rate = counted / total if total else 0.0
     limit = quality.limit(source)
     dups = _duplicate_ids(s.samples_path, out.fs)
@@ -88,10 +93,13 @@ def raw_samples(
         dg.AssetCheckResult(check_name="no_duplicate_ids", passed=dups == 0, metadata={"duplicate_ids": dups}),
         dg.AssetCheckResult(
             check_name="quarantine_rate",
-            passed=rate <= limit,
+            passed=rate <= limit and s.rows > 0,  # a source that yields nothing is never a pass
             metadata={"rate": round(rate, 4), "limit": limit, "quarantined_counted": counted,
-                      "rows_read": total, "not_counted_reasons": ", ".join(quality.expected_reasons)},
-            description=f"{counted} of {total} rows quarantined for data errors ({rate:.1%}; limit {limit:.0%})",
+                      "rows_read": total, "rows": s.rows,
+                      "not_counted_reasons": ", ".join(quality.expected_reasons)},
+            description=(f"{counted} of {total} rows quarantined for data errors ({rate:.1%}; limit {limit:.0%})"
+                         if s.rows else f"no usable rows ({total} read, {counted} quarantined): the source yields "
+                         "nothing, see quarantined_by_reason and skipped_files"),
         ),
     ]
     yield from gate(staging, checks, dg.MaterializeResult(
@@ -101,13 +109,18 @@ def raw_samples(
             "dagster/row_count": s.rows,
             "dagster/column_schema": sample_column_schema(),
             "rows": s.rows,
+            "rows_read": total,
             "quarantined": sum(s.quarantined.values()),
             "quarantined_by_reason": counts_table(s.quarantined, "reason"),
             **{f"quarantined/{reason}": n for reason, n in s.quarantined.items()},
+            "quarantined_rows_by_reason": dg.MetadataValue.json(s.quarantined_rows),
+            "skipped_files": dg.MetadataValue.json(s.skipped),
             "rows_by_split": counts_table(s.splits, "split"),
             "skipped_splits": dg.MetadataValue.json(s.skipped_splits or {}),
             "images_checked": s.images_checked,
-            "source_uri": dg.MetadataValue.path(source_root.uri),
+            "images_decoded": s.images_decoded,
+            "source_uri": dg.MetadataValue.path(source_root.given or source_root.uri),
+            "dataset_folder": dg.MetadataValue.path(s.dataset_folder),
             "source_fingerprint": digest,
             "source_files": files,
             "source_bytes": size,
@@ -118,6 +131,13 @@ def raw_samples(
     ))
 
 
+def own_and_earlier_sources() -> dg.StaticPartitionMapping:
+    """subsample[p] reads raw_samples of p and of every source before it in SOURCES (cross-source
+    duplicate removal keeps the earlier source's row), so a change there makes it stale too."""
+    order = list(SOURCES)
+    return dg.StaticPartitionMapping({source: order[i:] for i, source in enumerate(order)})
+
+
 SUBSAMPLE_CHECKS = [
     dg.AssetCheckSpec("no_duplicate_ids", asset="subsample", blocking=True, partitions_def=source_partitions,
                       description="Every id appears once in the subsample."),
@@ -126,7 +146,7 @@ SUBSAMPLE_CHECKS = [
 
 @dg.asset(
     partitions_def=source_partitions,
-    deps=[raw_samples],
+    deps=[dg.AssetDep(raw_samples, partition_mapping=own_and_earlier_sources())],
     group_name="sources",
     code_version=f"subsample-{SUBSAMPLE_VERSION}",
     check_specs=SUBSAMPLE_CHECKS,
@@ -145,9 +165,21 @@ def subsample(
     raw = data_store.step("raw_samples", source)
     staging = staged(data_store.step("subsample"), source)
     out = staging.root
+    # Cross-source duplicates: a fixed priority (the order of SOURCES); this source drops what an
+    # earlier source already has. Their raw rows are read here (raw_samples of those partitions).
+    earlier, missing = {}, []
+    for other in earlier_sources(source, SOURCES):
+        path = data_store.step("raw_samples", other).path("samples.parquet")
+        if out.fs.exists(path):
+            earlier[other] = source_keys(path, out.fs)
+        else:
+            missing.append(other)
+    if missing:
+        context.log.warning(f"{source}: raw_samples of {', '.join(missing)} not materialised yet: duplicates of "
+                            "their rows cannot be removed from this subsample until it is materialised again")
     s = subsample_source(
         source, raw.path("samples.parquet"), out, quota=quota, seed=plan.seed,
-        stratify_key=stratify_key, exclude_splits=tuple(sampling.exclude_splits),
+        stratify_key=stratify_key, exclude_splits=tuple(sampling.exclude_splits), earlier_keys=earlier,
     )
     with out.fs.open(s.samples_path, "rb") as f:
         preview = pq.read_table(f).slice(0, 5).to_pylist()
@@ -167,6 +199,13 @@ def subsample(
             "rows_by_split": counts_table(s.by_split, "split"),
             "excluded_splits": counts_table(s.excluded_splits, "split"),
             "rows_by_stratum": counts_table(s.by_stratum, "stratum") if s.by_stratum else "not stratified",
+            "duplicates_removed": s.duplicates_removed,
+            "duplicates_within_source": s.duplicates_within_source,
+            "duplicates_of_held_out": s.duplicates_of_held_out,
+            "duplicates_of_other_sources": dg.MetadataValue.json(s.duplicates_of_other_sources),
+            "dedup_compared_with": ", ".join(earlier) or "none (first in priority)",
+            "dedup_sources_missing": ", ".join(missing) or "none",
+            "duplicates_path": dg.MetadataValue.path(staging.final_path(s.duplicates_path)),
             "path": dg.MetadataValue.path(staging.final_path(s.samples_path)),
             "preview": preview_table(preview, PREVIEW_COLUMNS),
         },

@@ -18,22 +18,35 @@ from resources import DataStore
 from resources.launcher import TrainingLauncher, TrainingSettings
 from resources.pipes_reporter import weights_digest
 
-TRAINING_VERSION = "1"
+TRAINING_VERSION = "2"  # 2: length grouping, fused loss and AdamW, checkpointing of the vision layers
 
 
 class TrainingConfig(dg.Config):
-    """Run config; anything left unset takes the deployment's value (the `training` resource)."""
+    """Run config; anything left unset takes the deployment's value (the `training` resource, which
+    production sets from LLAVACOT_TRAIN_* variables)."""
 
     model: str | None = Field(default=None, description="Local folder or hub id; default: the deployment's "
                               "(the embedded tiny model in the demo, meta-llama/Llama-3.2-11B-Vision-Instruct otherwise).")
     epochs: int | None = None
     max_steps: int | None = Field(default=None, description="Stop after this many optimizer steps (0 or unset: epochs decide).")
     lr: float | None = None
+    warmup_steps: int | None = Field(default=None, description="Linear warm-up steps (unset: 3 % of the run).")
     zero_stage: int | None = Field(default=None, description="DeepSpeed ZeRO stage: 3 (default) or 2.")
     per_device_batch_size: int | None = None
     grad_accum: int | None = None
-    save_every: int | None = None
+    max_length: int | None = Field(default=None, description="Tokens per sequence; longer rows are truncated.")
+    gradient_checkpointing: bool | None = Field(
+        default=None, description="Activation checkpointing (text and vision layers); unset: on from 1 B parameters.")
+    freeze_vision: bool | None = Field(default=None, description="Do not train the vision tower.")
+    freeze_projector: bool | None = Field(default=None, description="Do not train the vision-to-text projector.")
+    save_every: int | None = Field(default=None, description="Checkpoint every N optimizer steps (and at the end).")
+    keep_checkpoints: int | None = Field(default=None, description="Keep the newest N checkpoints (0: all).")
     seed: int | None = None
+    num_workers: int | None = Field(default=None, description="Data-loader worker processes per rank.")
+    group_by_length: int | None = Field(default=None, description="Length-grouping window in micro-batches (0: off).")
+    fused_loss: str | None = Field(default=None, description="auto | liger | chunked | off.")
+    fused_kernels: str | None = Field(default=None, description="auto | off (Liger's fused norms and SwiGLU on a GPU).")
+    compile: bool | None = Field(default=None, description="torch.compile the MLPs.")
     resume: bool = Field(default=False, description="Continue from the newest checkpoint in the output folder.")
 
 
@@ -80,15 +93,20 @@ def finetuned_model(context: dg.AssetExecutionContext, config: TrainingConfig, d
     throughput = steady_rates(steps)
     png = loss_curve_png(steps)
     metadata = {
-        # rank 0's final figures (paths are shown once, below, as paths)
-        **{k: v for k, v in (reported.metadata or {}).items() if k not in ("final/checkpoint", "final/export")},
+        # rank 0's final figures; paths are shown once, below, as paths, and throughput once, as the
+        # steady-state rates (the final line's rates include the first step's start-up)
+        **{k: v for k, v in (reported.metadata or {}).items()
+           if k not in ("final/checkpoint", "final/export", "final/tokens_per_s", "final/samples_per_s")},
         "loss_curve": dg.MetadataValue.md("![loss](data:image/png;base64," + base64.b64encode(png).decode() + ")"),
         "loss/first": losses[0][1] if losses else None,
         "loss/last": losses[-1][1] if losses else None,
         "loss_points": dg.MetadataValue.json([{"step": s, "loss": v} for s, v in losses]),
         "steps": steps[-1]["step"],
+        # the one throughput figure: non-padding tokens (and rows) per second over all ranks, from the
+        # second step on
         "tokens_per_s": throughput["tokens_per_s"],
         "samples_per_s": throughput["samples_per_s"],
+        "peak_memory_gib": max((m["metrics"].get("peak_memory_gib") or 0 for m in steps), default=None),
         "wall_time_s": round(wall, 1),
         "checkpoint": dg.MetadataValue.path(final.get("checkpoint") or (checkpoints[-1]["path"] if checkpoints else "")),
         "checkpoints_saved": len(checkpoints),

@@ -149,6 +149,7 @@ def child(src: str, out: str, profile: bool) -> None:
 
     baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     ru0 = resource.getrusage(resource.RUSAGE_SELF)
+    thread0 = time.thread_time()
     t0 = time.perf_counter()
     if profile:
         import cProfile
@@ -161,11 +162,13 @@ def child(src: str, out: str, profile: bool) -> None:
     else:
         summary = ingest_source("sharegpt4v", Root(src), Root(out))
     seconds = time.perf_counter() - t0
+    main_cpu = time.thread_time() - thread0
     ru1 = resource.getrusage(resource.RUSAGE_SELF)
     cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
     peak = ru1.ru_maxrss * 1024
     print(json.dumps({
         "rows": summary.rows, "quarantined": summary.quarantined, "seconds": seconds, "cpu_seconds": cpu,
+        "main_cpu_seconds": main_cpu,
         "baseline_rss": baseline, "peak_rss": peak, "images_checked": summary.images_checked,
     }))
 
@@ -234,6 +237,8 @@ def main() -> None:
         f"time                 {res['seconds']:.2f} s (best of {len(runs)} runs; all: {', '.join(f'{x:.2f}' for x in all_s)} s)",
         f"throughput           {rows_s:,.0f} rows/s   goal >= {GOAL_ROWS_PER_S:,}   ratio {rows_s / GOAL_ROWS_PER_S:.2f}x  [{'met' if ok_speed else 'NOT met'}]",
         f"CPU time             {res['cpu_seconds']:.2f} s in that run, all threads ({res['cpu_seconds'] / res['seconds']:.2f} cores busy on average); load average before the runs: {load:.2f}",
+        f"reader thread        {res['main_cpu_seconds']:.2f} s of CPU = {res['rows'] / res['main_cpu_seconds']:,.0f} rows per CPU-second "
+        f"(the wall rate when the reader thread has a core to itself; the Parquet writer runs on another thread)",
         f"JSON read            {mb(json_bytes)} ({json_bytes / args.rows:,.0f} bytes a record) at {json_bytes / 2**20 / res['seconds']:,.0f} MB/s",
         f"peak RSS (child)     {mb(peak)}   (interpreter + imports alone: {mb(res['baseline_rss'])})",
         f"output table         {mb(out_bytes)} in memory (Table.nbytes); {mb(parquet_bytes)} as Parquet",
@@ -255,11 +260,16 @@ def main() -> None:
             f"LLaVA-format JSON: {args.rows:,} records (1-3 rounds), {args.images:,} real JPEG files.\n\n"
             f"Command (from the repository root, venv active): `{command}`\n\n"
             f"Latest run ({time.strftime('%Y-%m-%d')}, {machine}):\n\n```\n" + "\n".join(lines) + "\n```\n\n"
-            "What bounds it: the reader path runs in one interpreter thread (ijson's C parser building "
-            "Python objects, the reader's per-record checks, the conversion of Python rows to Arrow); "
-            "Parquet compression and the content hash run on a background thread that needs no GIL. "
-            "The machine is shared, so the best of several fresh-process runs is reported; "
-            "`--profile` prints a cProfile of one run.\n",
+            "How it reads: msgspec splits the file into records without decoding them (a local file is "
+            "memory-mapped, so a 1.5 GB file costs page cache, not process memory), Arrow's JSON reader "
+            "parses 20,000 records at a time straight into columns, and the checks and canonical columns "
+            "are Arrow compute kernels; records that fail a check go through the per-record Python path. "
+            "Images are fully decoded on a thread pool (1,000 here). Parquet compression and the content "
+            "hash run on a background thread. What bounds it: Arrow's JSON parse (about half the reader "
+            "thread) and, on the writer thread, zstd. The machine is shared by several agents: the wall "
+            "rate depends on the load average printed with it; the reader-thread CPU rate is the figure "
+            "that does not. The best of several fresh-process runs is reported; `--profile` prints a "
+            "cProfile of one run.\n",
         )
 
 

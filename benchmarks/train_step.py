@@ -35,9 +35,6 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(REPO))
 
-# dense bf16 peak of common training GPUs, TFLOP/s (vendor data sheets)
-PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0, "A10G": 125.0, "L4": 121.0}
-
 WRAPPER = """
 import resource, subprocess, sys
 code = subprocess.run(sys.argv[1:]).returncode
@@ -121,15 +118,12 @@ def run_stage(stage: int, args, model: str, data: str, out: Path) -> dict:
 
 
 def peak_flops(args) -> float | None:
-    if args.peak_tflops:
-        return args.peak_tflops * 1e12
     import torch
 
-    name = torch.cuda.get_device_name(0)
-    for key, tflops in PEAK_TFLOPS.items():
-        if key in name:
-            return tflops * 1e12
-    return None
+    from pipeline.train.flops import peak_tflops
+
+    tflops = peak_tflops(torch.cuda.get_device_name(0), args.peak_tflops or None)
+    return tflops * 1e12 if tflops else None
 
 
 def main() -> None:

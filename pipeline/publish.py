@@ -32,9 +32,11 @@ class Staged:
         self.root.makedirs()
 
     def final_path(self, staged_path: str) -> str:
-        """Where a file written under the staging folder lives once published."""
-        rel = posixpath.relpath(staged_path, self.root.base)
-        return self.published.path(rel)
+        """Where a file written under the staging folder lives once published (other paths, and
+        "" for none, are returned as they are)."""
+        if not staged_path or not staged_path.startswith(self.root.base + "/"):
+            return staged_path
+        return self.published.path(posixpath.relpath(staged_path, self.root.base))
 
     def publish(self) -> None:
         staged = {rel for rel, _ in self.root.walk_files()}

@@ -19,6 +19,11 @@ SAMPLE = pa.schema(
         pa.field("hints", pa.list_(pa.string()), nullable=False),
         pa.field("conversations", pa.list_(TURN), nullable=False),
         pa.field("meta", pa.string(), nullable=False),  # JSON object as text
+        # From the full decode of the image at ingest (null when the sample has no image): its
+        # size in pixels and the SHA-256 (hex) of the file's bytes, the key of duplicate removal.
+        pa.field("image_width", pa.int32()),
+        pa.field("image_height", pa.int32()),
+        pa.field("image_sha256", pa.string()),
     ]
 )
 
@@ -45,6 +50,7 @@ QUARANTINE = pa.schema(
         pa.field("detail", pa.string(), nullable=False),  # human-readable explanation
         pa.field("location", pa.string(), nullable=False),  # file (and index) the row came from
         pa.field("record", pa.string()),  # the offending record as JSON, truncated
+        pa.field("rows", pa.int64()),  # native records this entry stands for (a whole file: many; null: unknown)
     ]
 )
 

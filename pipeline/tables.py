@@ -64,6 +64,15 @@ class TableSink:
         if len(self._rows) >= BATCH_ROWS:
             self.flush()
 
+    def add_table(self, table: pa.Table) -> None:
+        """Rows already built as Arrow columns (a caller that assembles its own batches); rows
+        buffered before it are written first, so the order is kept."""
+        self.flush()
+        self._raise_if_failed()
+        table = table.cast(self.schema) if table.schema != self.schema else table
+        self._put(table)
+        self.rows += table.num_rows
+
     @property
     def columns(self) -> dict[str, list]:
         """The rows buffered and not yet flushed, column-wise."""

@@ -20,6 +20,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Optional
 
 import dagster as dg
 from pydantic import Field
@@ -35,21 +36,39 @@ REPORTER_ENV = "LLAVACOT_TRAIN_REPORTER"
 
 class TrainingSettings(dg.ConfigurableResource):
     """The deployment's training defaults (the paper's: lr 1e-5, 3 epochs, batch 4 per device, ZeRO-3);
-    the asset's run config overrides any of them."""
+    the asset's run config overrides any of them (`TUNABLE`). In production every field can also be
+    set from the environment: LLAVACOT_TRAIN_<FIELD> (see `training_settings_from_env`)."""
 
     model: str = Field(default=DEFAULT_MODEL, description="Local folder or hub id of the model to fine-tune.")
     tiny_model: bool = Field(default=False, description="Use the embedded tiny Mllama, written under "
                              "<data root>/tiny_model on first use (demo), instead of `model`.")
+    tiny_model_size: str = Field(default="test", description="The embedded model's size: test (the smallest) or "
+                                 "demo (learns four-stage answers from the embedded sample).")
     epochs: int = 3
     max_steps: int = Field(default=0, description="Stop after this many optimizer steps; 0: the epochs decide.")
     lr: float = 1e-5
+    warmup_steps: Optional[int] = Field(default=None, description="Linear warm-up steps; unset: 3 % of the run.")
     zero_stage: int = Field(default=3, description="DeepSpeed ZeRO stage: 3 or 2 (the configs shipped in pipeline/train/configs).")
     per_device_batch_size: int = 4
     grad_accum: int = 1
+    max_length: int = Field(default=4096, description="Tokens per sequence (longer rows are truncated).")
+    gradient_checkpointing: Optional[bool] = Field(
+        default=None, description="Activation checkpointing of the text and vision layers; unset: on for models of "
+                                  "1 B parameters or more (the 11B needs it to fit 80 GB), off for the tiny one.")
+    freeze_vision: bool = Field(default=False, description="Do not train the vision tower.")
+    freeze_projector: bool = Field(default=False, description="Do not train the vision-to-text projector.")
     save_every: int = Field(default=500, description="Checkpoint every this many optimizer steps (and at the end).")
+    keep_checkpoints: int = Field(default=3, description="Keep the newest N checkpoints (0: all). An 11B "
+                                  "checkpoint with its optimizer states is >= 128 GB.")
     seed: int = 42
     num_workers: int = Field(default=2, description="Data-loader worker processes per rank.")
-    extra_args: list[str] = Field(default_factory=list, description="More entry-point flags, e.g. --gradient-checkpointing.")
+    group_by_length: int = Field(default=64, description="Sort rows by length within windows of this many "
+                                 "micro-batches (less padding); 0: off.")
+    fused_loss: str = Field(default="auto", description="auto | liger | chunked | off: the head and cross-entropy "
+                            "without full logits.")
+    fused_kernels: str = Field(default="auto", description="auto | off: Liger's fused norms and SwiGLU on a GPU.")
+    compile: bool = Field(default=False, description="torch.compile the MLPs.")
+    extra_args: list[str] = Field(default_factory=list, description="More entry-point flags (python -m pipeline.train --help).")
     output_dir: str = Field(default="", description="Where checkpoints and the export go (a folder every node "
                             "sees); default: <data root>/finetuned_model when the data root is local.")
 
@@ -68,20 +87,59 @@ class TrainingSettings(dg.ConfigurableResource):
 
         if not data_root.is_local:
             raise ValueError("the embedded tiny model is written to a local data root only")
-        return write_tiny_model(data_root.path("tiny_model"))
+        return write_tiny_model(data_root.path("tiny_model"), size=self.tiny_model_size)
 
     def options(self, overrides: dict, *, model: str, data: str, output_dir: str) -> dict:
         """The entry point's options (`python -m pipeline.train --help`), run config over these defaults."""
-        tunable = ("epochs", "max_steps", "lr", "zero_stage", "per_device_batch_size", "grad_accum", "save_every", "seed")
-        v = {k: getattr(self, k) for k in tunable}
+        v = {k: getattr(self, k) for k in TUNABLE}
         v.update({k: val for k, val in overrides.items() if val is not None and k in v})
         if v["zero_stage"] not in (2, 3):
             raise ValueError(f"zero_stage must be 2 or 3, not {v['zero_stage']}")
-        return {"model": model, "data": data, "output_dir": output_dir, "zero_stage": v["zero_stage"],
-                "epochs": v["epochs"], "max_steps": v["max_steps"], "lr": v["lr"],
-                "per_device_batch_size": v["per_device_batch_size"], "grad_accum": v["grad_accum"],
-                "save_every": v["save_every"], "seed": v["seed"], "num_workers": self.num_workers,
+        if v["fused_loss"] not in ("auto", "liger", "chunked", "off") or v["fused_kernels"] not in ("auto", "off"):
+            raise ValueError(f"fused_loss must be auto|liger|chunked|off and fused_kernels auto|off, "
+                             f"not {v['fused_loss']!r} / {v['fused_kernels']!r}")
+        checkpointing = v.pop("gradient_checkpointing")
+        return {"model": model, "data": data, "output_dir": output_dir, **v,
+                # unset: the entry point decides by model size; False must be said (--no-...)
+                "gradient_checkpointing": checkpointing is True, "no_gradient_checkpointing": checkpointing is False,
                 "resume": bool(overrides.get("resume"))}
+
+
+# what a run's config may override (assets/training.py TrainingConfig has a field for each), in flag order
+TUNABLE = ("zero_stage", "epochs", "max_steps", "lr", "warmup_steps", "per_device_batch_size", "grad_accum",
+           "max_length", "gradient_checkpointing", "freeze_vision", "freeze_projector", "save_every",
+           "keep_checkpoints", "seed", "num_workers", "group_by_length", "fused_loss", "fused_kernels", "compile")
+ENV_PREFIX = "LLAVACOT_TRAIN_"
+
+
+def training_settings_from_env(**defaults) -> TrainingSettings:
+    """TrainingSettings from `defaults` and the environment: LLAVACOT_TRAIN_<FIELD> for every field
+    (LLAVACOT_TRAIN_GRADIENT_CHECKPOINTING=true, LLAVACOT_TRAIN_KEEP_CHECKPOINTS=2,
+    LLAVACOT_TRAIN_EXTRA_ARGS="--log-every 10", ...); LLAVACOT_MODEL and LLAVACOT_TRAIN_OUTPUT as before."""
+    env = os.environ
+    values = dict(defaults)
+    if env.get("LLAVACOT_MODEL"):
+        values["model"] = env["LLAVACOT_MODEL"]
+    if env.get("LLAVACOT_TRAIN_OUTPUT"):
+        values["output_dir"] = env["LLAVACOT_TRAIN_OUTPUT"]
+    for name, field in TrainingSettings.model_fields.items():
+        raw = env.get(ENV_PREFIX + name.upper())
+        if raw is None or raw == "":
+            continue
+        kind = field.annotation
+        if name == "extra_args":
+            values[name] = shlex.split(raw)
+        elif kind in (bool, Optional[bool]):
+            if raw.lower() not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+                raise ValueError(f"{ENV_PREFIX}{name.upper()}={raw!r}: expected true or false")
+            values[name] = raw.lower() in ("1", "true", "yes", "on")
+        elif kind in (int, Optional[int]):
+            values[name] = int(raw)
+        elif kind is float:
+            values[name] = float(raw)
+        else:
+            values[name] = raw
+    return TrainingSettings(**values)
 
 
 def _cuda_available() -> bool:

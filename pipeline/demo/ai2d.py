@@ -294,10 +294,10 @@ def write(w: DemoWriter) -> list[Planted]:
     ]
     # 93: not JSON at all; 94: 'questions' is a list instead of an object
     w.text("questions/93.png.json", '{"imageName": "93.png", "questions": {"What is')
-    planted.append(Planted(None, "malformed_record"))
+    planted.append(Planted(None, "unreadable_file"))
     w.json("questions/94.png.json", {"imageName": "94.png", "questions": [
         {"What is shown?": {"answerTexts": ["a", "b"], "correctAnswer": 0, "questionId": "94.png-0"}}]})
-    planted.append(Planted("94.png", "malformed_record"))
+    planted.append(Planted("94.png", "wrong_shape"))
 
     w.json("categories.json", dict(sorted(categories.items(), key=lambda kv: int(kv[0].split(".")[0]))),
            indent=4)

@@ -141,7 +141,7 @@ def write(w: DemoWriter) -> list[Planted]:
     w.json("clevr-math-multihop/clevr-math-test.json", {"info": {**INFO, "split": "test"}, "questions": hops})
     # a question file cut short: a reject for the file (no usable id), not a crash
     w.text("clevr-math-multihop/clevr-math-val.json", '{"info": {}, "questions": [{"split": "val", "quest')
-    planted.append(Planted(None, "malformed_record"))
+    planted.append(Planted(None, "unreadable_file"))
     return planted
 
 

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import posixpath
 import random
 from dataclasses import dataclass
 
@@ -20,6 +22,11 @@ class Planted:
     reason: str
 
 
+class DemoRefused(Exception):
+    """The embedded sample will not be written there: the folder holds someone else's files, or
+    the target is a symbolic link (writing through it would change a file elsewhere)."""
+
+
 class DemoWriter:
     """Writes files below one source's folder. Everything is deterministic for a seed: the same
     seed gives byte-identical files (PNG and JSON encoders here are deterministic)."""
@@ -29,8 +36,20 @@ class DemoWriter:
         self.rng = random.Random(seed)
 
     def bytes(self, rel: str, data: bytes) -> None:
+        self._refuse_links(rel)
         with self.root.open(rel, "wb") as f:
             f.write(data)
+
+    def _refuse_links(self, rel: str) -> None:
+        """Never write through a symbolic link below the sample's folder (a linked `coco/` inside
+        it points at someone's real data)."""
+        if not self.root.is_local:
+            return
+        path = self.root.path()
+        for part in posixpath.normpath(rel).split("/"):
+            path = os.path.join(path, part)
+            if os.path.islink(path):
+                raise DemoRefused(f"{path} is a symbolic link; the embedded sample never writes through links")
 
     def text(self, rel: str, data: str) -> None:
         self.bytes(rel, data.encode("utf-8"))

@@ -5,9 +5,10 @@ Written with `save_pretrained`, so training, export and search load it through t
 `meta-llama/Llama-3.2-11B-Vision-Instruct`. Nothing is downloaded:
 
 - the tokenizer is a byte-level BPE trained here with `tokenizers` on a small synthetic corpus of
-  questions and four-stage answers (the stage tags `<SUMMARY>` ... `</CONCLUSION>` are ordinary text,
-  so they get merges of their own and the model can learn to write them), with the Llama 3 special
-  tokens (`<|begin_of_text|>`, `<|start_header_id|>`, `<|end_header_id|>`, `<|eot_id|>`, `<|image|>`,
+  questions and four-stage answers (some written by the offline teacher's own renderer, so the
+  demo's training text is short in tokens), with the eight stage tags `<SUMMARY>` ... `</CONCLUSION>`
+  as single (ordinary, not special) tokens, so a four-stage answer's skeleton is eight tokens the
+  model learns quickly and decoding never drops them, and with the Llama 3 special tokens (`<|begin_of_text|>`, `<|start_header_id|>`, `<|end_header_id|>`, `<|eot_id|>`, `<|image|>`,
   `<|finetune_right_pad_id|>`, ...) and the Llama 3 pre-tokenizer split pattern;
 - the chat template renders conversations the way Llama 3.2 Vision's does (header, content trimmed,
   `<|eot_id|>`; an image item becomes `<|image|>`);
@@ -29,7 +30,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-TINY_MODEL_VERSION = "1"
+TINY_MODEL_VERSION = "2"  # 2: stage tags as single tokens, the offline teacher's phrasing in the corpus
 MARKER = "tiny_model.json"
 IMAGE_SIZE = 56
 VOCAB_SIZE = 1024  # an upper bound: the corpus is small, BPE stops at ~630 tokens
@@ -49,6 +50,8 @@ SPECIAL_TOKENS = [
     "<|python_tag|>",
     "<|image|>",
 ]
+
+STAGE_TAGS = [tag for stage in ("SUMMARY", "CAPTION", "REASONING", "CONCLUSION") for tag in (f"<{stage}>", f"</{stage}>")]
 
 # The Llama 3 pre-tokenizer pattern (tiktoken's cl100k style): newlines split off, a letter run may
 # take one leading punctuation mark, numbers in groups of up to three digits.
@@ -103,6 +106,28 @@ def corpus(seed: int = 0, n: int = 1500) -> list[str]:
                   f"\n\n<REASONING>\n{words.capitalize()}: {k} + {i % 7} = {k + i % 7}.\n</REASONING>\n\n"
                   f"<CONCLUSION>\n{rng.choice([str(k), 'Yes', 'No', 'A', 'B', 'C'])}\n</CONCLUSION>")
         lines += [question, answer]
+    return lines + teacher_corpus(rng, n // 3)
+
+
+def teacher_corpus(rng: random.Random, n: int) -> list[str]:
+    """Questions and the answers the offline teacher (pipeline/annotate/backends.py) writes for them."""
+    from types import SimpleNamespace
+
+    from pipeline.annotate.backends import offline_stages
+    from pipeline.stages import render
+
+    sources = ["sharegpt4v", "chartqa", "aokvqa", "docvqa", "pisc", "clevr", "geoqa_plus", "ai2d", "scienceqa",
+               "clevr_math"]
+    lines = []
+    for _ in range(n):
+        colour, shape = rng.choice(_COLOURS), rng.choice(_SHAPES)
+        options = [f"{rng.randint(0, 12)}" for _ in range(rng.randint(2, 4))] if rng.random() < 0.4 else []
+        question = rng.choice([f"How many {colour} {shape}s are there?", f"What colour is the {shape}?",
+                               f"What is the {rng.choice(['total', 'value', 'title'])} of the {shape}?"])
+        answer = rng.choice("ABCD"[:len(options)]) if options else rng.choice([colour, shape, str(rng.randint(0, 12))])
+        turn = SimpleNamespace(question=question, answer=answer, options=options, source=rng.choice(sources),
+                               has_image=True, hints=[])
+        lines += [question, render(offline_stages(turn))]
     return lines
 
 
@@ -123,6 +148,7 @@ def build_tokenizer(seed: int = 0):
     )
     tok.train_from_iterator(corpus(seed), trainer=trainer)
     tok.add_special_tokens(SPECIAL_TOKENS)  # ids after the base vocabulary, in this order
+    tok.add_tokens(STAGE_TAGS)  # then the stage tags: matched whole, decoded as text
     # like Llama 3's tokenizer, add <|begin_of_text|> in front unless add_special_tokens=False (the
     # chat template already starts with it: whoever tokenises a rendered template must pass False)
     bos = "<|begin_of_text|>"
@@ -149,7 +175,17 @@ def build_processor(seed: int = 0):
     return MllamaProcessor(image_processor=image_processor, tokenizer=tokenizer, chat_template=CHAT_TEMPLATE)
 
 
-def build_model(tokenizer, seed: int = 0):
+# Text-model sizes. "test": the smallest that exercises every code path (the test suite's model).
+# "demo": what the main command fine-tunes, wide enough to learn to answer in four stages from the
+# embedded sample's ~120 rows in a minute of CPU (at "test" size greedy answers to the demo's
+# benchmark questions stay malformed however long it trains), and without dropout.
+SIZES = {
+    "test": {"hidden_size": 64, "intermediate_size": 128, "dropout": 0.1},
+    "demo": {"hidden_size": 128, "intermediate_size": 256, "dropout": 0.0},
+}
+
+
+def build_model(tokenizer, seed: int = 0, size: str = "test"):
     import torch
     from transformers import GenerationConfig, MllamaConfig, MllamaForConditionalGeneration
 
@@ -160,11 +196,13 @@ def build_model(tokenizer, seed: int = 0):
         max_num_tiles=4,
     )
     text = dict(
-        vocab_size=len(tokenizer), hidden_size=64, num_hidden_layers=4, cross_attention_layers=[2],
-        num_attention_heads=4, num_key_value_heads=2, intermediate_size=128, max_position_embeddings=4096,
+        vocab_size=len(tokenizer), hidden_size=SIZES[size]["hidden_size"], num_hidden_layers=4,
+        cross_attention_layers=[2], num_attention_heads=4, num_key_value_heads=2,
+        intermediate_size=SIZES[size]["intermediate_size"], max_position_embeddings=4096,
         bos_token_id=ids["<|begin_of_text|>"], eos_token_id=[ids["<|end_of_text|>"], ids["<|eot_id|>"]],
         pad_token_id=ids["<|finetune_right_pad_id|>"], tie_word_embeddings=False,
-        dropout=0.1,  # attention dropout in training: makes exact-resume tests depend on the RNG state
+        # attention dropout in training ("test"): makes exact-resume tests depend on the RNG state
+        dropout=SIZES[size]["dropout"],
     )
     config = MllamaConfig(vision_config=vision, text_config=text, image_token_index=ids["<|image|>"])
     torch.manual_seed(seed)
@@ -182,13 +220,15 @@ def build_model(tokenizer, seed: int = 0):
     return model
 
 
-def write_tiny_model(out_dir: str | os.PathLike, seed: int = 0, force: bool = False) -> str:
+def write_tiny_model(out_dir: str | os.PathLike, seed: int = 0, force: bool = False, size: str = "test") -> str:
     """Write the tiny model and its processor into `out_dir` (a local folder); return its path.
 
     Skipped when `out_dir` already holds this version for this seed. Written into a temporary
     sibling folder and renamed into place, so a reader never sees half a model."""
     out = Path(out_dir)
-    marker = {"tiny_model_version": TINY_MODEL_VERSION, "seed": seed}
+    if size not in SIZES:
+        raise ValueError(f"tiny model size {size!r}: expected one of {', '.join(SIZES)}")
+    marker = {"tiny_model_version": TINY_MODEL_VERSION, "seed": seed, **({"size": size} if size != "test" else {})}
     if not force and (out / MARKER).is_file():
         try:
             if json.loads((out / MARKER).read_text()) == marker:
@@ -199,7 +239,7 @@ def write_tiny_model(out_dir: str | os.PathLike, seed: int = 0, force: bool = Fa
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{out.name}-", dir=out.parent))
     try:
         processor = build_processor(seed)
-        model = build_model(processor.tokenizer, seed)
+        model = build_model(processor.tokenizer, seed, size)
         model.save_pretrained(tmp)
         processor.save_pretrained(tmp)
         (tmp / MARKER).write_text(json.dumps(marker) + "\n")
@@ -212,7 +252,8 @@ def write_tiny_model(out_dir: str | os.PathLike, seed: int = 0, force: bool = Fa
     return str(out)
 
 
-if __name__ == "__main__":  # python -m pipeline.demo.tiny_model OUT_DIR [SEED]
+if __name__ == "__main__":  # python -m pipeline.demo.tiny_model OUT_DIR [SEED [SIZE]]
     import sys
 
-    print(write_tiny_model(sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 0))
+    print(write_tiny_model(sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 0,
+                           size=sys.argv[3] if len(sys.argv) > 3 else "test"))

@@ -1,6 +1,8 @@
 """AI2D (AI2 Diagrams, allenai release `ai2d-all.zip` + `ai2d_test_ids.csv`).
 
-Native layout (the folder that holds the unzipped `ai2d/` contents):
+Native layout (`ai2d-all.zip` extracts into `ai2d/`; `ai2d_test_ids.csv` is a separate download,
+kept inside `ai2d/` or beside it in the folder the zip was extracted in; the source folder may be
+either of the two):
   images/<n>.png
   questions/<n>.png.json   {imageName, questions: {"<question text>": {abcLabel, answerTexts,
                                                                        correctAnswer, questionId}}}
@@ -16,7 +18,7 @@ draw are recorded in `meta["abc_boxes"]` so the image can be rendered before it 
 """
 from __future__ import annotations
 
-import json
+import math
 import posixpath
 import re
 from typing import Iterator
@@ -25,6 +27,7 @@ from pipeline.sources import register
 from pipeline.sources.base import (
     Item,
     Reader,
+    Reject,
     Sample,
     guarded,
     letter,
@@ -33,6 +36,7 @@ from pipeline.sources.base import (
     single_turn,
     text,
 )
+from pipeline.sources.jsonio import FileProblem
 from pipeline.storage import Root
 
 QUESTIONS_DIR = "questions"
@@ -61,26 +65,46 @@ def _image_id(image_name: str) -> str:
 class AI2DReader(Reader):
     name = "ai2d"
     description = "AI2 Diagrams: science diagrams with four-way multiple-choice questions"
-    required = ((f"{QUESTIONS_DIR}/*.json",), (IMAGES_DIR,), (TEST_IDS,))
+    required = ((f"{QUESTIONS_DIR}/*.json",), (IMAGES_DIR,), (TEST_IDS, f"_up/{TEST_IDS}"))
+    wrappers = ("ai2d",)
+    inner_names = (QUESTIONS_DIR, IMAGES_DIR, ANNOTATIONS_DIR)
+    image_hint = "AI2D images are images/<n>.png in the ai2d folder"
+
+    def stores(self, base: Root) -> dict[str, Root]:
+        """The test id list where it was downloaded beside `ai2d/` (mounted as `_up/`, a folder
+        name the source fingerprint ignores, holding only that one file's folder)."""
+        parent = base.parent()
+        if not base.isfile(TEST_IDS) and parent is not None and parent.isfile(TEST_IDS):
+            return {"_up": parent}
+        return {}
+
+    def is_dataset_folder(self, root: Root) -> bool:
+        return bool(root.glob(f"{QUESTIONS_DIR}/*.json")) and root.isdir(IMAGES_DIR)
     skipped_splits: dict[str, str] = {}  # test rows are kept (answers are public), marked "test"
     stratify_key = "category"
 
     def read(self, root: Root) -> Iterator[Item]:
-        test_ids = self._test_ids(root)
+        test_ids: set[str] = set()
+        ids_file = TEST_IDS if root.isfile(TEST_IDS) else f"_up/{TEST_IDS}"
+        yield from guarded(self.name, ids_file, lambda: self._test_ids(root, ids_file, test_ids))
         categories = self._categories(root)
         for rel in sorted(root.glob(f"{QUESTIONS_DIR}/*.json"), key=_natural_key):
             yield from guarded(self.name, rel, lambda rel=rel: self._read_file(root, rel, test_ids, categories))
 
     # ------------------------------------------------------------------------------------------
 
-    def _test_ids(self, root: Root) -> set[str]:
-        ids: set[str] = set()
-        with root.open(TEST_IDS, "r") as f:
-            for line in f:
-                value = line.strip().split(",")[0].strip()
-                if value.isdigit():  # a header line or blank line is skipped
-                    ids.add(str(int(value)))
-        return ids
+    def _test_ids(self, root: Root, rel: str, ids: set[str]) -> Iterator[Item]:
+        """The test image ids. A line that is not an id is reported: losing one would let a test
+        (benchmark) image into training."""
+        data = root.read_bytes(rel)
+        for number, raw in enumerate(data.splitlines(), 1):
+            line = raw.decode("utf-8", errors="replace")
+            value = line.strip().split(",")[0].strip()
+            if value.isascii() and value.isdigit():
+                ids.add(str(int(value)))
+            elif value and not (number == 1 and not any(c.isdigit() for c in value)):  # blank or a header
+                yield Reject(self.name, None, "malformed_record", f"{rel} line {number} is not an image id: {line[:80]!r}",
+                             f"{rel}:{number}", line[:200], rows=0)
 
     def _categories(self, root: Root) -> dict[str, str]:
         """Optional: an absent or unreadable categories.json leaves `category` unset."""
@@ -88,7 +112,7 @@ class AI2DReader(Reader):
             return {}
         try:
             data = load_json(root, CATEGORIES)
-        except (json.JSONDecodeError, UnicodeDecodeError):
+        except FileProblem:
             return {}
         if not isinstance(data, dict):
             return {}
@@ -106,7 +130,7 @@ class AI2DReader(Reader):
             return None
         try:
             data = load_json(root, rel)
-        except (json.JSONDecodeError, UnicodeDecodeError):
+        except FileProblem:
             return None
         boxes = data.get("text") if isinstance(data, dict) else None
         if not isinstance(boxes, dict):
@@ -116,24 +140,31 @@ class AI2DReader(Reader):
             box = boxes[key]
             if not isinstance(box, dict):
                 continue
-            rect, repl = box.get("rectangle"), box.get("replacementText")
-            if isinstance(rect, list) and len(rect) == 2 and isinstance(repl, str):
-                out.append({"id": str(key), "rectangle": rect, "letter": repl, "value": box.get("value")})
+            rect, repl = rectangle(box.get("rectangle")), box.get("replacementText")
+            if rect is not None and isinstance(repl, str):
+                value = box.get("value")
+                out.append({"id": str(key), "rectangle": rect, "letter": repl,
+                            "value": value if isinstance(value, str) else None})
         return out
 
     def _read_file(self, root: Root, rel: str, test_ids: set[str], categories: dict[str, str]) -> Iterator[Item]:
         data = load_json(root, rel)  # question files are small (a few kB): parsed whole
+        if isinstance(data, dict) and isinstance(data.get("questions"), dict):
+            rows = len(data["questions"])
+        else:
+            rows = None
         file_name = posixpath.basename(rel)
         fallback_name = file_name[: -len(".json")]
         if not isinstance(data, dict) or not isinstance(data.get("questions"), dict):
-            yield self.reject(
-                fallback_name, "malformed_record",
-                "question file is not an object with a 'questions' object", rel, data,
-            )
+            found = f"a list of {len(data)} items" if isinstance(data, list) else f"a {type(data).__name__}"
+            yield Reject(self.name, fallback_name, "wrong_shape",
+                         f"{rel}: question file is {found}, not an object with a 'questions' object", rel, data,
+                         rows=len(data) if isinstance(data, (list, dict)) else None)
             return
         image_name = data.get("imageName", fallback_name)
         if not isinstance(image_name, str) or not image_name.strip():
-            yield self.reject(fallback_name, "malformed_record", "'imageName' is not a non-empty string", rel, data)
+            yield Reject(self.name, fallback_name, "malformed_record", "'imageName' is not a non-empty string", rel,
+                         data, rows=rows)
             return
         image_name = image_name.strip()
         split = "test" if _image_id(image_name) in test_ids else "train"
@@ -233,6 +264,20 @@ class AI2DReader(Reader):
         return options, answer_index
 
 
+def rectangle(raw) -> list[list[float]] | None:
+    """[[x1, y1], [x2, y2]] of finite numbers, or None (a box that cannot be drawn)."""
+    if not isinstance(raw, list) or len(raw) != 2:
+        return None
+    points = []
+    for point in raw:
+        if not isinstance(point, list) or len(point) != 2:
+            return None
+        if any(isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) for v in point):
+            return None
+        points.append(list(point))
+    return points
+
+
 def draw_letter_boxes(data: bytes, boxes: list[dict]) -> bytes:
     """Cover each text box with a white rectangle holding its replacement letter, as AI2D's loaders
     do for `abcLabel` questions (the released images show the original words, not the letters)."""
@@ -244,10 +289,10 @@ def draw_letter_boxes(data: bytes, boxes: list[dict]) -> bytes:
         im = im.convert("RGB")
     draw = ImageDraw.Draw(im)
     for box in boxes:
-        try:
-            (x1, y1), (x2, y2) = box["rectangle"]
-        except (KeyError, TypeError, ValueError):
+        rect = rectangle(box.get("rectangle")) if isinstance(box, dict) else None
+        if rect is None:  # meta written by an older reader, or edited: never crash the step
             continue
+        (x1, y1), (x2, y2) = rect
         x1, x2 = sorted((int(x1), int(x2)))
         y1, y2 = sorted((int(y1), int(y2)))
         draw.rectangle([x1, y1, x2, y2], fill=(255, 255, 255), outline=(0, 0, 0))

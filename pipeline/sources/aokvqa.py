@@ -3,9 +3,12 @@
 Native layout (allenai/aokvqa README and load_aokvqa.py): `aokvqa_v1p0_{split}.json`, a JSON array of
 `{split, image_id (int), question_id, question, choices (4), correct_choice_idx, direct_answers (10),
 difficult_direct_answer, rationales (3)}`. Images are COCO 2017: `get_coco_path` builds
-`<coco_dir>/{split}2017/{image_id:012}.jpg`; the README keeps `datasets/aokvqa/` and `datasets/coco/`
-side by side, so inside one source folder the images are looked for in `coco/{split}2017/` (the
-README's layout) or, when only that exists, in `{split}2017/`.
+`<coco_dir>/{split}2017/{image_id:012}.jpg`; the README keeps `datasets/aokvqa/` (where the
+annotation tarball is extracted) and `datasets/coco/` side by side. The source folder may be
+`datasets/` (the parent), `datasets/aokvqa/` itself, or a folder holding the annotations with
+COCO inside it (`coco/{split}2017/`) or flat (`{split}2017/`). Whichever it is, the COCO folder
+found (inside, flat, or beside the annotation folder one level up, or the data store's explicit
+image root for `coco`) is mounted as `coco/`, so image paths are always `coco/{split}2017/...`.
 The test split has no answer keys: skipped. Rows are multiple choice: `options` = choices, `answer` =
 the correct letter, `meta.answer_text` = its text, `hints` = the rationales.
 """
@@ -16,19 +19,34 @@ import re
 from typing import Iterator
 
 from pipeline.sources import register
-from pipeline.sources.base import Item, Reader, Sample, guarded, iter_json_array, letter, multiple_choice_question, single_turn
+from pipeline.sources.base import (
+    Item,
+    Reader,
+    Reject,
+    Sample,
+    Skip,
+    guarded,
+    json_records,
+    letter,
+    multiple_choice_question,
+    single_turn,
+)
 from pipeline.storage import Root
 
 FILE = re.compile(r"^aokvqa_v1p0_(?P<split>[A-Za-z0-9_]+)\.json$")
 
 
-def image_folder(root: Root, coco_split: str) -> str:
-    """`coco/{split}2017` unless only `{split}2017` exists (then images are looked for there)."""
-    nested = f"coco/{coco_split}2017"
-    flat = f"{coco_split}2017"
-    if not root.isdir(nested) and root.isdir(flat):
-        return flat
-    return nested
+def coco_store(base: Root) -> Root | None:
+    """Where COCO's `{split}2017/` folders are, when not at `coco/` inside the dataset folder:
+    the dataset folder itself (flat), or `coco/` beside it (the README's `datasets/` layout)."""
+    if base.isdir("coco"):
+        return None
+    if base.glob("*2017"):
+        return base
+    parent = base.parent()
+    if parent is not None and parent.isdir("coco"):
+        return parent.child("coco")
+    return None
 
 
 def str_list(value) -> list[str] | None:
@@ -42,23 +60,36 @@ class AOKVQAReader(Reader):
     name = "aokvqa"
     description = "A-OKVQA: outside-knowledge questions over COCO, multiple choice with rationales"
     required = (("aokvqa_v1p0_*.json",),)
+    wrappers = ("aokvqa", "datasets/aokvqa")
+    image_hint = ("A-OKVQA images are COCO 2017's: expected coco/{split}2017/ inside the A-OKVQA folder or a "
+                  "coco/ folder beside it (datasets/coco next to datasets/aokvqa), or the data store's image "
+                  "root for 'coco'")
+
+    def stores(self, base: Root) -> dict[str, Root]:
+        coco = coco_store(base)
+        return {"coco": coco} if coco is not None else {}
     skipped_splits = {"test": "answer keys are not public (the test file has no correct_choice_idx)"}
 
     def read(self, root: Root) -> Iterator[Item]:
         for rel in root.glob("aokvqa_v1p0_*.json"):
             m = FILE.match(posixpath.basename(rel))
             if not m:
+                yield Skip(rel, "not an A-OKVQA annotation file name (aokvqa_v1p0_<split>.json)")
                 continue
             split = m.group("split")
             if split in self.skipped_splits:
+                yield Skip(rel, self.skipped_splits[split])
                 continue
             coco_split = split.split("_", 1)[0]  # test_w_ans -> test2017
-            folder = image_folder(root, coco_split)
+            folder = f"coco/{coco_split}2017"
             yield from guarded(self.name, rel, lambda rel=rel, split=split, folder=folder: self._read_file(root, rel, split, folder))
 
     def _read_file(self, root: Root, rel: str, split: str, folder: str) -> Iterator[Item]:
-        for index, record in enumerate(iter_json_array(root, rel)):
+        for index, record in json_records(self, root, rel):
             where = f"{rel}[{index}]"
+            if type(record) is Reject:
+                yield record
+                continue
             if type(record) is not dict:
                 yield self.reject(None, "malformed_record", f"record is a {type(record).__name__}, not an object", where, record)
                 continue

@@ -1,20 +1,25 @@
 """What a source reader is: native files in, canonical `Sample`s and `Reject`s out.
 
 A reader is strict about required fields and tolerant of missing optional ones. It never raises for
-a bad row: it yields a `Reject` with a reason instead. It raises `SourceLayoutError` only when the
-folder as a whole is not the layout it expects, naming what it looked for and where.
-Image existence and decodability are checked once, centrally, by `pipeline.ingest`.
+a bad row: it yields a `Reject` with a reason instead; a file it cannot read, or whose top level is
+not the documented shape, is one `Reject` that names the file and the number of records it held.
+A file it passes over on purpose (not this dataset's, a split with private answers) is a `Skip`,
+reported, never silent. It raises `SourceLayoutError` only when no folder it tried holds the
+layout it expects, naming the folders tried and what lies one level up and down
+(`pipeline.sources.layout`). Image existence and decodability are checked once, centrally, by
+`pipeline.ingest`.
 """
 from __future__ import annotations
 
-import json
+import zipfile
+import zlib
 from dataclasses import dataclass, field
 from typing import Callable, ClassVar, Iterable, Iterator
 
-import ijson
-
 from pipeline.quarantine import Reject
-from pipeline.storage import Root
+from pipeline.sources import jsonio
+from pipeline.sources.jsonio import BadRecord, FileProblem
+from pipeline.storage import ReadOnlyRootError, Root
 
 
 class SourceLayoutError(Exception):
@@ -39,7 +44,61 @@ class Sample:
         return f"{self.source}/{self.native_id}"
 
 
-Item = Sample | Reject
+@dataclass(slots=True)
+class Skip:
+    """A file (or split) passed over on purpose, with the reason: counted in the ingest summary."""
+
+    location: str
+    reason: str
+    rows: int = 0  # records passed over with it (0: a whole file or split, uncounted)
+
+
+@dataclass(slots=True)
+class SampleBatch:
+    """Many samples as columns (the fast path of a large source): every list has one entry per
+    sample; `turn_offsets` has one more, delimiting each sample's turns in `turn_from`/`turn_value`.
+    `meta` holds each sample's meta already as JSON text."""
+
+    source: str
+    native_ids: list[str]
+    split: str
+    image_paths: list[str | None]
+    questions: list[str]
+    answers: list[str]
+    turn_offsets: list[int]
+    turn_from: list[str]
+    turn_value: list[str]
+    meta: list[str]
+
+    def __len__(self) -> int:
+        return len(self.native_ids)
+
+    def sample(self, i: int) -> Sample:
+        import json
+
+        a, b = self.turn_offsets[i], self.turn_offsets[i + 1]
+        turns = [{"from": f, "value": v} for f, v in zip(self.turn_from[a:b], self.turn_value[a:b])]
+        return Sample(self.source, self.native_ids[i], self.split, self.image_paths[i], self.questions[i],
+                      self.answers[i], turns, meta=json.loads(self.meta[i]))
+
+
+@dataclass(slots=True)
+class SampleTable:
+    """Many samples already as Arrow columns (the fast path of a large source): `table` has the
+    first ten columns of `schema.SAMPLE` (everything but the image facts, which ingest adds);
+    question and answer already stripped."""
+
+    source: str
+    table: object  # pyarrow.Table
+
+    def __len__(self) -> int:
+        return self.table.num_rows
+
+
+Item = Sample | Reject | Skip | SampleBatch | SampleTable
+
+__all__ = ["Item", "Reader", "Reject", "Sample", "SampleBatch", "SampleTable", "Skip", "SourceLayoutError", "guarded",
+           "json_records", "letter", "load_json", "multiple_choice_question", "single_turn", "text"]
 
 
 def single_turn(question: str, answer: str) -> list[dict]:
@@ -65,13 +124,35 @@ class Reader:
     description: ClassVar[str] = ""
     # Bump when the reader's output changes for the same input: it feeds the asset code_version.
     version: ClassVar[str] = "1"
-    # Paths (relative to the source root, glob patterns allowed) of which at least one must exist
-    # per entry: each entry is a tuple of alternatives, so two published layouts can both pass.
+    # Paths (relative to the dataset folder, glob patterns allowed) of which at least one must
+    # exist per entry: each entry is a tuple of alternatives, so two published layouts can both
+    # pass. The first entry also identifies the dataset folder when it is looked for.
     required: ClassVar[tuple[tuple[str, ...], ...]] = ()
+    # Where the dataset folder may sit below the folder a user points at (the archive's extraction
+    # root, a repository checkout): relative paths tried in order after the folder itself.
+    wrappers: ClassVar[tuple[str, ...]] = ()
+    # Names of sub-folders of the dataset folder that a user may point at instead (then its
+    # parent is tried), e.g. DocVQA's `spdocvqa_qas`.
+    inner_names: ClassVar[tuple[str, ...]] = ()
+    # Archives, as downloaded, that hold the dataset folder and are read in place: (zip file name
+    # in the folder given, folder inside the zip).
+    archives: ClassVar[tuple[tuple[str, str], ...]] = ()
+    # What to tell a user whose images are all missing (where the images are expected to be).
+    image_hint: ClassVar[str] = ""
     # Splits the reader knows and skips on purpose, with the reason (answers are private, ...).
     skipped_splits: ClassVar[dict[str, str]] = {}
     # A key of `meta` to stratify the subsample by, when one is natural for the source.
     stratify_key: ClassVar[str | None] = None
+
+    def is_dataset_folder(self, root: Root) -> bool:
+        """Does `root` hold this dataset's annotation files (the first `required` entry)?"""
+        return bool(self.required) and any(root.glob(alt) for alt in self.required[0])
+
+    def stores(self, base: Root) -> dict[str, Root]:
+        """Image stores this dataset keeps outside its folder or in archives, found from the
+        dataset folder: {path prefix: root}. Mounted under the prefix, so image paths are the
+        same whichever way the user laid them out. None by default."""
+        return {}
 
     def check_layout(self, root: Root) -> None:
         if not root.isdir():
@@ -99,23 +180,21 @@ class Reader:
         return Reject(self.name, None if native_id is None else str(native_id), reason, detail, location, record)
 
 
-def iter_json_array(root: Root, rel: str, prefix: str = "item") -> Iterator[object]:
-    """Stream the elements of a (possibly huge) JSON array without loading the file: memory stays
-    at one element. `prefix` is an ijson path, e.g. "item" or "data.item" or "questions.item"."""
-    with root.open(rel, "rb") as f:
-        yield from ijson.items(f, prefix, use_float=True)
-
-
-def iter_json_object(root: Root, rel: str, prefix: str = "") -> Iterator[tuple[str, object]]:
-    """Stream the (key, value) pairs of a JSON object at `prefix`, one value in memory at a time."""
-    with root.open(rel, "rb") as f:
-        yield from ijson.kvitems(f, prefix, use_float=True)
+def json_records(reader: "Reader", root: Root, rel: str, key: str | None = None,
+                 kind: str = "array") -> Iterator[tuple[object, object]]:
+    """(index or key, record) of the records of one annotation file (see `jsonio.records`); a
+    record that is not valid JSON arrives as a `Reject` in its place."""
+    for k, value in jsonio.records(root, rel, key, kind):
+        if type(value) is BadRecord:
+            where = f"{rel}[{k}]"
+            value = reader.reject(None, "malformed_record", f"record is not valid JSON: {value.detail}",
+                                  where, value.text)
+        yield k, value
 
 
 def load_json(root: Root, rel: str):
-    """For small files (split lists, a single record): parse whole."""
-    with root.open(rel, "rb") as f:
-        return json.load(f)
+    """A small file (a split list, a single record) parsed whole; FileProblem when it is not JSON."""
+    return jsonio.load(root, rel)
 
 
 def text(value) -> str:
@@ -126,8 +205,19 @@ def text(value) -> str:
 
 
 def guarded(reader_name: str, location: str, parse: Callable[[], Iterable[Item]]) -> Iterator[Item]:
-    """Run a per-file parse; a file that is not valid JSON at all becomes one reject, not a crash."""
+    """Run a per-file parse: a file that cannot be read, or whose top level is the wrong shape,
+    becomes one quarantined entry naming the file and how many records it held (when known),
+    after whatever records were read before the problem."""
+    done = 0
     try:
-        yield from parse()
-    except (ijson.JSONError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-        yield Reject(reader_name, None, "malformed_record", f"file is not valid JSON: {exc}", location)
+        for item in parse():
+            done += 1
+            yield item
+    except ReadOnlyRootError:
+        raise  # a reader trying to write into raw data is a bug, not bad data
+    except FileProblem as exc:
+        yield Reject(reader_name, None, exc.reason, f"{location}: {exc.detail}", location, rows=exc.rows)
+    except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+        more = f" after its first {done} records" if done else ""
+        yield Reject(reader_name, None, "unreadable_file", f"{location}: cannot be read{more}: "
+                     f"{type(exc).__name__}: {exc}", location, rows=None)

@@ -1,13 +1,16 @@
 """ChartQA.
 
 Native layout (vis-nlp/ChartQA README and the `ChartQA Dataset` folder of that repository):
-`ChartQA Dataset/{train,val,test}/` (the folder name has a space), each with
+`ChartQA Dataset/{train,val,test}/` (the folder name has a space; the dataset folder is
+`ChartQA Dataset` itself, found from the repository checkout or the folder its zip extracts into),
+each split with
 `{split}_human.json` (ChartQA-H, human-written) and `{split}_augmented.json` (ChartQA-M, machine
 generated): JSON arrays of `{imgname, query, label}`; chart images in `png/<imgname>`, the data
 tables in `tables/<stem>.csv`, and (full version only) `annotations/<stem>.json`.
 `label` is a string, sometimes list-like (`"[4, 9]"`). The test answers are public, so every split
 present is read; the split is recorded on each row.
-native_id = `<split>/<human|augmented>/<index in the file>`.
+native_id = `<split>/<human|augmented>/<index in the file>`; image paths are relative to
+`ChartQA Dataset/` (`train/png/<imgname>`).
 """
 from __future__ import annotations
 
@@ -16,7 +19,7 @@ import re
 from typing import Iterator
 
 from pipeline.sources import register
-from pipeline.sources.base import Item, Reader, Sample, guarded, iter_json_array, single_turn
+from pipeline.sources.base import Item, Reader, Reject, Sample, Skip, guarded, json_records, single_turn
 from pipeline.storage import Root
 
 TOP = "ChartQA Dataset"
@@ -48,17 +51,22 @@ def list_items(label: str) -> list[str] | None:
 class ChartQAReader(Reader):
     name = "chartqa"
     description = "ChartQA: questions over real charts (human-written and machine-generated)"
-    required = ((f"{TOP}/*/*_human.json", f"{TOP}/*/*_augmented.json"),)
+    required = (("*/*_human.json", "*/*_augmented.json"),)
+    wrappers = (TOP,)
+    inner_names = ("train", "val", "test")
+    image_hint = "ChartQA images are in <split>/png/ of the 'ChartQA Dataset' folder"
     skipped_splits = {}
     stratify_key = "origin"
 
     def read(self, root: Root) -> Iterator[Item]:
-        files = sorted(set(root.glob(f"{TOP}/*/*_human.json")) | set(root.glob(f"{TOP}/*/*_augmented.json")))
+        files = sorted(set(root.glob("*/*_human.json")) | set(root.glob("*/*_augmented.json")))
         for rel in files:
             folder, base = posixpath.split(rel)
             split = posixpath.basename(folder)
             m = FILE.match(base)
             if not m or m.group("split") != split:  # e.g. train/val_human.json: not this layout
+                yield Skip(rel, f"not a ChartQA annotation file name (expected {split}/{split}_human.json "
+                           f"or {split}_augmented.json)")
                 continue
             origin = m.group("origin")
             yield from guarded(
@@ -66,10 +74,13 @@ class ChartQAReader(Reader):
             )
 
     def _read_file(self, root: Root, rel: str, split: str, origin: str) -> Iterator[Item]:
-        png = f"{TOP}/{split}/png/"
-        for index, record in enumerate(iter_json_array(root, rel)):
+        png = f"{split}/png/"
+        for index, record in json_records(self, root, rel):
             native_id = f"{split}/{origin}/{index}"
             where = f"{rel}[{index}]"
+            if type(record) is Reject:
+                yield record
+                continue
             if type(record) is not dict:
                 yield self.reject(native_id, "malformed_record", f"record is a {type(record).__name__}, not an object", where, record)
                 continue

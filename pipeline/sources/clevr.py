@@ -1,6 +1,8 @@
 """CLEVR v1.0: rendered 3-D scenes with compositional questions (counting, attributes, comparisons).
 
-Native layout (the `CLEVR_v1.0/` folder of the official zip):
+Native layout (the `CLEVR_v1.0/` folder the official `CLEVR_v1.0.zip` extracts into; the source
+folder may be that folder, the folder the zip was extracted in, or the folder holding the zip
+itself, which is then read in place):
     questions/CLEVR_{split}_questions.json  {info, questions: [{image_index, image_filename, split,
                                              question, answer, question_family_index,
                                              question_index, program}]}
@@ -16,7 +18,7 @@ import re
 from typing import Iterator
 
 from pipeline.sources import register
-from pipeline.sources.base import Item, Reader, Sample, guarded, iter_json_array, single_turn, text
+from pipeline.sources.base import Item, Reader, Reject, Sample, Skip, guarded, json_records, single_turn, text
 
 QUESTION_FILE = re.compile(r"^CLEVR_(?P<split>[A-Za-z0-9]+)_questions\.json$")
 
@@ -40,6 +42,10 @@ class ClevrReader(Reader):
     name = "clevr"
     description = "CLEVR v1.0 questions over rendered scenes; one question per sample"
     required = (("questions/CLEVR_*_questions.json",), ("images",))
+    wrappers = ("CLEVR_v1.0",)
+    archives = (("CLEVR_v1.0.zip", "CLEVR_v1.0"),)
+    inner_names = ("questions", "images", "scenes")
+    image_hint = "CLEVR images are images/<split>/CLEVR_<split>_<index>.png in CLEVR_v1.0/"
     skipped_splits = {"test": "CLEVR test questions have no public answers"}
     stratify_key = "question_family_index"
 
@@ -47,15 +53,20 @@ class ClevrReader(Reader):
         for rel in root.glob("questions/CLEVR_*_questions.json"):
             m = QUESTION_FILE.match(posixpath.basename(rel))
             if not m:
+                yield Skip(rel, "not a CLEVR question file name (CLEVR_<split>_questions.json)")
                 continue
             split = m.group("split")
             if split in self.skipped_splits:
+                yield Skip(rel, self.skipped_splits[split])
                 continue
             yield from guarded(self.name, rel, lambda rel=rel, split=split: self._read_file(root, rel, split))
 
     def _read_file(self, root, rel: str, split: str) -> Iterator[Item]:
-        for pos, q in enumerate(iter_json_array(root, rel, "questions.item")):
+        for pos, q in json_records(self, root, rel, key="questions"):
             where = f"{rel}#{pos}"
+            if type(q) is Reject:
+                yield q
+                continue
             if not isinstance(q, dict):
                 yield self.reject(None, "malformed_record", f"question #{pos} is not an object", where, q)
                 continue

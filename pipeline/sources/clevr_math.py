@@ -13,11 +13,15 @@ When a configuration is present both extracted and zipped, the extracted files a
 zip is not, so no question is read twice.
 
 Images (as the official loader joins them): train/val questions use the original CLEVR renders,
-`CLEVR_v1.0/images/{split}/{image_filename}` (the extracted CLEVR_v1.0.zip); the test split uses
-CLEVR-Math's own renders, kept apart because CLEVR's own test images share their names:
-`clevr-math-test-images/CLEVR_v1.0/images/test/{image_filename}` (the extracted
-clevr-math-test-images.zip). Images must be extracted; question files may stay zipped.
-Answers are integers and all splits are public. Native id "<configuration>/<split>/<question_index>".
+`CLEVR_v1.0/images/{split}/{image_filename}` (CLEVR_v1.0.zip); the test split uses CLEVR-Math's
+own renders, kept apart because CLEVR's own test images share their names:
+`clevr-math-test-images/CLEVR_v1.0/images/test/{image_filename}` (clevr-math-test-images.zip holds
+`CLEVR_v1.0/images/test/`). Either image store may be extracted into a folder of that name or stay
+zipped as downloaded (read in place), or be given as an image root of the data store
+(`{"clevr_math": {"CLEVR_v1.0": "<a CLEVR_v1.0 folder>"}}`, e.g. the clevr source's own copy).
+The Hugging Face repository keeps all four zips in `data/`: the repository root, `data/` or any
+folder holding the question files is accepted. Answers are integers and all splits are public.
+Native id "<configuration>/<split>/<question_index>".
 """
 from __future__ import annotations
 
@@ -25,12 +29,10 @@ import posixpath
 import re
 import zipfile
 import zlib
-from typing import IO, Iterator
-
-import ijson
+from typing import Iterator
 
 from pipeline.sources import register
-from pipeline.sources.base import Item, Reader, Sample, guarded, single_turn, text
+from pipeline.sources.base import Item, Reader, Reject, Sample, Skip, guarded, json_records, single_turn, text
 
 QUESTION_FILE = re.compile(r"^clevr-math-(?P<split>[a-z]+)\.json$")
 TEST_IMAGE_ROOT = "clevr-math-test-images/CLEVR_v1.0/images"
@@ -65,6 +67,19 @@ class ClevrMathReader(Reader):
     name = "clevr_math"
     description = "CLEVR-Math addition/subtraction questions over CLEVR scenes (zips or extracted JSON)"
     required = (("clevr-math*.zip", "clevr-math*/clevr-math-*.json", "clevr-math-*.json"),)
+    wrappers = ("data",)
+    image_hint = ("CLEVR-Math's train/val images are CLEVR v1.0's: put CLEVR_v1.0.zip (as downloaded) or the "
+                  "extracted CLEVR_v1.0/ in the CLEVR-Math folder, or give the data store the image root "
+                  "{'clevr_math': {'CLEVR_v1.0': '<your CLEVR_v1.0 folder>'}}; test images come from "
+                  "clevr-math-test-images.zip (or its extracted folder)")
+
+    def stores(self, base) -> dict:
+        found = {}
+        if not base.isdir("CLEVR_v1.0") and base.isfile("CLEVR_v1.0.zip"):
+            found["CLEVR_v1.0"] = base.zip_root("CLEVR_v1.0.zip", "CLEVR_v1.0")
+        if not base.isdir("clevr-math-test-images") and base.isfile("clevr-math-test-images.zip"):
+            found["clevr-math-test-images"] = base.zip_root("clevr-math-test-images.zip")
+        return found
     skipped_splits: dict[str, str] = {}
     stratify_key = "template"
 
@@ -79,33 +94,34 @@ class ClevrMathReader(Reader):
         for config in sorted(extracted):
             for rel, split in sorted(extracted[config]):
                 yield from guarded(self.name, rel, lambda rel=rel, split=split, config=config: self._questions(
-                    root.open(rel, "rb"), config, split, rel))
+                    root, rel, config, split, rel))
         for rel in root.glob("clevr-math*.zip"):
             config = configuration(posixpath.basename(rel)[: -len(".zip")])
-            if config is None or config in extracted:
+            if config is None:
+                continue  # the test-images zip: an image store, mounted by `stores`
+            if config in extracted:
+                yield Skip(rel, f"the {config!r} questions are read from the extracted folder")
                 continue
             yield from self._read_zip(root, rel, config)
 
     def _read_zip(self, root, rel: str, config: str) -> Iterator[Item]:
         try:
-            with root.open(rel, "rb") as fh, zipfile.ZipFile(fh) as zf:
-                members = []
-                for member in zf.namelist():
-                    base = posixpath.basename(member)
-                    m = QUESTION_FILE.match(base)
-                    if m and "__MACOSX" not in member:
-                        members.append((member, m.group("split")))
-                for member, split in sorted(members):
-                    where = f"{rel}!{member}"
-                    yield from guarded(self.name, where, lambda member=member, split=split, where=where: self._questions(
-                        zf.open(member), config, split, where))
-        except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
-            yield self.reject(None, "malformed_record", f"not a readable zip archive: {type(exc).__name__}: {exc}", rel)
+            archive = root.zip_root(rel)
+            members = [(p, QUESTION_FILE.match(posixpath.basename(p))) for p, _ in archive.walk_files(detail=False)]
+        except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError) as exc:
+            yield Reject(self.name, None, "unreadable_file", f"{rel}: not a readable zip archive: "
+                         f"{type(exc).__name__}: {exc}", rel, rows=None)
+            return
+        for member, m in sorted(members, key=lambda x: x[0]):
+            if m is None or "__MACOSX" in member:
+                continue
+            where = f"{rel}!{member}"
+            yield from guarded(self.name, where, lambda member=member, split=m.group("split"), where=where:
+                               self._questions(archive, member, config, split, where))
 
-    def _questions(self, fh: IO[bytes], config: str, split: str, where_file: str) -> Iterator[Item]:
-        with fh:
-            for pos, q in enumerate(ijson.items(fh, "questions.item", use_float=True)):
-                yield self._item(q, pos, config, split, f"{where_file}#{pos}")
+    def _questions(self, root, rel: str, config: str, split: str, where_file: str) -> Iterator[Item]:
+        for pos, q in json_records(self, root, rel, key="questions"):
+            yield q if type(q) is Reject else self._item(q, pos, config, split, f"{where_file}#{pos}")
 
     def _item(self, q, pos: int, config: str, split: str, where: str) -> Item:
         if not isinstance(q, dict):

@@ -7,7 +7,9 @@ answers, data_split}]}`. Two published layouts, both accepted (and both read whe
   `spdocvqa_qas/{train,val}_v1.0_withQT.json`, `spdocvqa_qas/test_v1.0.json`, images flat in
   `spdocvqa_images/<stem>.png`, so the record's `documents/` prefix maps to `spdocvqa_images/`;
 - original: `{split}/{split}_v1.0.json` with images in `{split}/documents/<stem>.png`.
-The test split has no answers: skipped. answer = answers[0]; all answers go to meta.
+The source folder may be the folder holding either layout, or one of its inner folders
+(`spdocvqa_qas/`, `train/`, ...: then its parent is the dataset folder). The test split has no
+answers: skipped. answer = answers[0]; all answers go to meta.
 native_id = `<split>/<questionId>`.
 """
 from __future__ import annotations
@@ -17,7 +19,7 @@ import re
 from typing import Iterator
 
 from pipeline.sources import register
-from pipeline.sources.base import Item, Reader, Sample, guarded, iter_json_array, single_turn
+from pipeline.sources.base import Item, Reader, Reject, Sample, Skip, guarded, json_records, single_turn
 from pipeline.storage import Root
 
 CURRENT_QAS = "spdocvqa_qas"
@@ -51,19 +53,26 @@ class DocVQAReader(Reader):
     name = "docvqa"
     description = "DocVQA single-page: questions whose answers are text in scanned documents"
     required = ((f"{CURRENT_QAS}/*_v1.0*.json", "*/*_v1.0.json"),)
+    inner_names = (CURRENT_QAS, CURRENT_IMAGES, "train", "val", "test")
+    image_hint = (f"DocVQA images are in {CURRENT_IMAGES}/ (current release) or <split>/documents/ "
+                  "(original release), beside the annotation folders")
     skipped_splits = {"test": "answers are not public"}
 
     def read(self, root: Root) -> Iterator[Item]:
         for rel, split, layout in annotation_files(root):
             if split in self.skipped_splits:
+                yield Skip(rel, self.skipped_splits[split])
                 continue
             yield from guarded(
                 self.name, rel, lambda rel=rel, split=split, layout=layout: self._read_file(root, rel, split, layout)
             )
 
     def _read_file(self, root: Root, rel: str, split: str, layout: str) -> Iterator[Item]:
-        for index, record in enumerate(iter_json_array(root, rel, "data.item")):
+        for index, record in json_records(self, root, rel, key="data"):
             where = f"{rel}[data][{index}]"
+            if type(record) is Reject:
+                yield record
+                continue
             if type(record) is not dict:
                 yield self.reject(None, "malformed_record", f"record is a {type(record).__name__}, not an object", where, record)
                 continue

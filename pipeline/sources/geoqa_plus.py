@@ -7,22 +7,31 @@
    and the same problems as `GeoQA3/json/<id>.json` + `GeoQA3/image/<id>.png`. Pickles are found as
    `*.pk` or `<folder>/*.pk`; the split comes from the file name (train / dev -> val / test). When
    pickles are present the GeoQA3/json copy is not read (it holds the same problems and no
-   split); without pickles it is read with the split "unassigned".
+   split); without pickles it is read with the split "unassigned" (which the subsample excludes:
+   it may hold test problems). GeoQA+'s `GeoQA-train.pk` is a subset of `Mix-train.pk`: both are
+   read, and the subsample keeps one copy of each problem (same image and question).
+   `Backtrans-train.pk` (Mix-train augmented by back-translation, per the GeoQA+ README) is passed
+   over with a reported Skip: paraphrased copies of problems already read.
    Pickles are loaded with a restricted unpickler that only rebuilds numpy arrays, numpy scalars
    and builtin containers; a pickle naming anything else (os.system, ...) is refused whole and
    quarantined as `unsafe_file`, nothing in it executed. Each embedded image is rendered to PNG
-   once, under `_derived/<pickle path without .pk>/<id>.png` in the source root (a "_" folder the
-   source fingerprint ignores; an existing PNG is not rewritten), and `image_path` points there.
-   All images are rendered before the first row is yielded.
+   once under the data root (the view's `_derived/` mount, never the raw folder, which may be
+   read-only), named by the SHA-256 of the pixel array (`_derived/png/<sha>.png`): a changed image
+   gets a new file, an unchanged one is not rendered again. All images are rendered before the
+   first row is yielded.
 2. The English LLaVA-format instruction release (Geo170K, G-LLaVA): `qa_tuning.json` =
    `[{image: "geoqa_plus/<n>.png", conversations: [{from: human, value: "<image>...Question: ...
    Choices:\nA:..\nB:.."}, {from: gpt, value: "... Answer:C"}]}]` with images under `images/`.
    Only rows whose image lies in `geoqa_plus/` are GeoQA+ (Geo170K also carries Geometry3K rows,
    which are not this source and are passed over). The answer letter is read from the end of the
-   gpt turn; the conversation is kept as released; split "train".
+   gpt turn; the conversation is kept as released; split "train". `images/` may stay zipped as
+   downloaded (`images.zip`, read in place).
+The source folder may be the folder holding these files, the GeoQA+ repository root (`data/`
+inside), a Geo170K download, or an inner folder (`GeoQA3/`, `images/`).
 """
 from __future__ import annotations
 
+import hashlib
 import importlib
 import io
 import pickle
@@ -35,8 +44,10 @@ from pipeline.sources.base import (
     Item,
     Reader,
     Sample,
+    Reject,
+    Skip,
     guarded,
-    iter_json_array,
+    json_records,
     letter,
     load_json,
     multiple_choice_question,
@@ -50,7 +61,9 @@ LLAVA_PREFIX = "geoqa_plus/"
 GEOQA3_JSON = "GeoQA3/json"
 GEOQA3_IMAGES = "GeoQA3/image"
 DERIVED = "_derived"
-AUXILIARY_PICKLES = {"sub_dataset_dict.pk"}  # problem-type lookup shipped beside the data, not problems
+AUXILIARY_PICKLES = {"sub_dataset_dict.pk": "a problem-type lookup shipped beside the data, not problems"}
+AUGMENTED_PICKLES = {"Backtrans-train.pk": "Mix-train's problems augmented by back-translation (paraphrased "
+                     "copies of problems read from Mix-train.pk)"}
 UNASSIGNED = "unassigned"
 
 # ---- restricted unpickling ---------------------------------------------------------------------
@@ -197,6 +210,30 @@ def pickle_split(rel: str) -> str:
     return stem
 
 
+def array_key(array) -> str:
+    """SHA-256 of a pixel array's dtype, shape and bytes: the name of its rendered PNG."""
+    import numpy
+
+    if not isinstance(array, numpy.ndarray):
+        raise TypeError(f"image is a {type(array).__name__}, not a numpy array")
+    h = hashlib.sha256(f"{array.dtype.str}|{array.shape}|".encode())
+    h.update(numpy.ascontiguousarray(array).tobytes())
+    return h.hexdigest()
+
+
+def render_once(array, derived) -> str:
+    """The view path of the PNG of `array` under the derived folder, rendered if not there yet."""
+    key = array_key(array)
+    rel = f"png/{key}.png"
+    if not derived.exists(rel):
+        data = render_png(array)
+        tmp = f"{rel}.tmp-{key[:8]}"
+        with derived.open(tmp, "wb") as out:
+            out.write(data)
+        derived.replace(tmp, rel)
+    return f"{DERIVED}/{rel}"
+
+
 def render_png(array) -> bytes:
     """A grayscale (or RGB) numpy array as PNG bytes; ValueError when it is not an image."""
     import numpy
@@ -273,6 +310,16 @@ class GeoQAPlusReader(Reader):
     name = "geoqa_plus"
     description = "GeoQA+ geometry multiple choice: Geo170K qa_tuning.json and/or the original pickles"
     required = ((LLAVA_FILE, "*.pk", "*/*.pk", f"{GEOQA3_JSON}/*.json"),)
+    wrappers = ("data", "Geo170K", "playground/data")
+    inner_names = ("GeoQA3", LLAVA_IMAGES, "json")
+    image_hint = "Geo170K images are images/geoqa_plus/<n>.png beside qa_tuning.json (or images.zip)"
+
+    def stores(self, base) -> dict:
+        if base.isdir(LLAVA_IMAGES) or not base.isfile("images.zip"):
+            return {}
+        top = base.zip_root("images.zip")
+        inside = LLAVA_IMAGES if any(e.name == LLAVA_IMAGES for e in top.ls()) else ""
+        return {LLAVA_IMAGES: base.zip_root("images.zip", inside)}
     skipped_splits: dict[str, str] = {}
     stratify_key = None
 
@@ -280,7 +327,8 @@ class GeoQAPlusReader(Reader):
         # Render every embedded image before the first row of any form is yielded: the central
         # image checker lists the source folder once, when it checks its first row, and must see
         # the rendered files in that listing.
-        pickles = self._pickle_files(root)
+        pickles, skipped = self._pickle_files(root)
+        yield from skipped
         prepared = [(rel, self._prepare_pickle(root, rel)) for rel in pickles]
         if root.exists(LLAVA_FILE):
             yield from guarded(self.name, LLAVA_FILE, lambda: self._llava(root))
@@ -293,9 +341,13 @@ class GeoQAPlusReader(Reader):
     # -- form 2: Geo170K LLaVA instructions ------------------------------------------------------
 
     def _llava(self, root) -> Iterator[Item]:
-        for pos, rec in enumerate(iter_json_array(root, LLAVA_FILE)):
+        others = 0
+        for pos, rec in json_records(self, root, LLAVA_FILE):
             where = f"{LLAVA_FILE}#{pos}"
             nid = f"qa_tuning/{pos}"
+            if type(rec) is Reject:
+                yield rec
+                continue
             if not isinstance(rec, dict):
                 yield self.reject(nid, "malformed_record", "record is not an object", where, rec)
                 continue
@@ -305,9 +357,12 @@ class GeoQAPlusReader(Reader):
                 continue
             image = text(image) or None
             if image and not image.startswith(LLAVA_PREFIX):
-                continue  # a Geometry3K (or other) row of Geo170K: not this source
-            item = self._llava_item(rec, nid, image, where)
-            yield item
+                others += 1  # a Geometry3K (or other) row of Geo170K: not this source
+                continue
+            yield self._llava_item(rec, nid, image, where)
+        if others:
+            yield Skip(LLAVA_FILE, f"{others} records whose image is not under {LLAVA_PREFIX} (Geometry3K and other "
+                       "datasets of Geo170K)", rows=others)
 
     def _llava_item(self, rec: dict, nid: str, image: str | None, where: str) -> Item:
         conv = rec.get("conversations")
@@ -357,14 +412,18 @@ class GeoQAPlusReader(Reader):
     # -- form 1: the original pickles ---------------------------------------------------------------
 
     @staticmethod
-    def _pickle_files(root) -> list[str]:
-        found = []
+    def _pickle_files(root) -> tuple[list[str], list[Skip]]:
+        found, skipped = [], []
         for rel in root.glob("*.pk") + root.glob("*/*.pk"):
             parts = rel.split("/")
-            if any(p.startswith(("_", ".")) for p in parts) or parts[-1] in AUXILIARY_PICKLES:
+            if any(p.startswith(("_", ".")) for p in parts):
+                continue
+            why = AUXILIARY_PICKLES.get(parts[-1]) or AUGMENTED_PICKLES.get(parts[-1])
+            if why:
+                skipped.append(Skip(rel, why))
                 continue
             found.append(rel)
-        return sorted(found)
+        return sorted(found), skipped
 
     def _prepare_pickle(self, root, rel: str) -> tuple[list, list]:
         """Load one pickle (restricted), render its images once, and keep each record without its
@@ -375,13 +434,14 @@ class GeoQAPlusReader(Reader):
         except UnsafePickleError as exc:
             return [self.reject(None, "unsafe_file", f"pickle refused, nothing executed: {exc}", rel)], []
         except LOAD_ERRORS as exc:
-            return [self.reject(None, "malformed_record", f"not a readable pickle: {type(exc).__name__}: {exc}",
-                                rel)], []
+            return [Reject(self.name, None, "unreadable_file", f"{rel}: not a readable pickle: "
+                           f"{type(exc).__name__}: {exc}", rel, rows=None)], []
         if not isinstance(data, list):
-            return [self.reject(None, "malformed_record",
-                                f"expected a list of problem dicts, found {type(data).__name__}", rel)], []
+            rows = len(data) if isinstance(data, (dict, tuple, set)) else None
+            return [Reject(self.name, None, "wrong_shape", f"{rel}: expected a list of problem dicts, found a "
+                           f"{type(data).__name__}", rel, rows=rows)], []
         lite = []
-        folder = f"{DERIVED}/{rel[: -len('.pk')]}"
+        derived = getattr(root, "derived", None)
         for pos, rec in enumerate(data):
             where = f"{rel}#{pos}"
             if not isinstance(rec, dict):
@@ -392,14 +452,11 @@ class GeoQAPlusReader(Reader):
             ident = id_text(rec.get("id"))
             if array is None or ident is None:
                 rec["_image"] = None
+            elif derived is None:
+                rec["_image_error"] = "no folder for derived files was given (read through the data store)"
             else:
-                png = f"{folder}/{ident}.png"
                 try:
-                    if not root.exists(png):
-                        data_png = render_png(array)
-                        with root.open(png, "wb") as out:
-                            out.write(data_png)
-                    rec["_image"] = png
+                    rec["_image"] = render_once(array, derived)
                 except (TypeError, ValueError) as exc:
                     rec["_image_error"] = f"{type(exc).__name__}: {exc}"
             lite.append((rec, where))

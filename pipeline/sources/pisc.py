@@ -7,7 +7,9 @@ Native layout (the Zenodo release, record 1059155):
                                  4 professional, 5 commercial, 6 no relation
     relationship_split/relation_{train,val,test}idx.json   lists of image ids (strings)
     image/{id:05d}.jpg
-(`domain.json` / `domain_split/` hold the coarse three-way labels and are not used.)
+(`domain.json` / `domain_split/` hold the coarse three-way labels and are not used.) The photos
+may also stay zipped as downloaded (`image.zip`, read in place). The source folder may be the
+folder holding these files or its parent (a `PISC/` folder inside).
 
 One multiple-choice sample per annotated pair, native id "<image id>/<i>-<j>". The photos carry no
 drawn boxes, so the question names the two people by their relative position and their pixel
@@ -25,9 +27,9 @@ from pipeline.sources.base import (
     Item,
     Reader,
     Sample,
+    Reject,
     guarded,
-    iter_json_array,
-    iter_json_object,
+    json_records,
     letter,
     load_json,
     multiple_choice_question,
@@ -89,8 +91,17 @@ class PiscReader(Reader):
         (INFO_FILE,),
         (RELATION_FILE,),
         ("relationship_split/relation_*idx.json",),
-        ("image",),
+        ("image", "image.zip"),
     )
+    wrappers = ("PISC",)
+    inner_names = ("image", "relationship_split", "domain_split")
+    image_hint = "PISC photos are image/<id:05d>.jpg in the PISC folder (the extracted image.zip, or the zip itself)"
+
+    def stores(self, base) -> dict:
+        if base.isdir("image") or not base.isfile("image.zip"):
+            return {}
+        inside = "image" if any(e.name == "image" for e in base.zip_root("image.zip").ls()) else ""
+        return {"image": base.zip_root("image.zip", inside)}
     skipped_splits: dict[str, str] = {}
     stratify_key = "answer_text"
 
@@ -107,7 +118,8 @@ class PiscReader(Reader):
     def _load_split(self, root, rel: str, split: str, split_of: dict[str, str]) -> Iterator[Item]:
         ids = load_json(root, rel)
         if not isinstance(ids, list):
-            yield self.reject(None, "malformed_record", "a split file must hold a list of image ids", rel, ids)
+            yield Reject(self.name, None, "wrong_shape", f"{rel}: a split file must hold a list of image ids, "
+                         f"not a {type(ids).__name__}", rel, ids, rows=None)
             return
         for raw in ids:
             key = norm_id(raw)
@@ -118,7 +130,10 @@ class PiscReader(Reader):
 
     def _load_info(self, root, info: dict[str, tuple]) -> Iterator[Item]:
         """image id -> (width, height, raw bbox list); only these fields are kept in memory."""
-        for pos, item in enumerate(iter_json_array(root, INFO_FILE)):
+        for pos, item in json_records(self, root, INFO_FILE):
+            if type(item) is Reject:
+                yield item
+                continue
             key = norm_id(item.get("id")) if isinstance(item, dict) else None
             if key is None:
                 yield self.reject(None, "malformed_record", "image info entry without a usable 'id'",
@@ -127,7 +142,10 @@ class PiscReader(Reader):
             info[key] = (item.get("imgW"), item.get("imgH"), item.get("bbox"))
 
     def _pairs(self, root, info: dict[str, tuple], split_of: dict[str, str]) -> Iterator[Item]:
-        for raw_id, pairs in iter_json_object(root, RELATION_FILE):
+        for raw_id, pairs in json_records(self, root, RELATION_FILE, kind="object"):
+            if type(pairs) is Reject:
+                yield pairs
+                continue
             image_id = norm_id(raw_id)
             where = f"{RELATION_FILE}[{raw_id}]"
             if image_id is None or not isinstance(pairs, dict):

@@ -1,6 +1,9 @@
 """ScienceQA (lupantech/ScienceQA: `data/scienceqa/` + the image zips from tools/download.sh).
 
-Native layout:
+Native layout (the dataset folder is `data/scienceqa/` of the repository; the source folder may be
+the repository root, `data/`, or that folder itself; tools/download.sh fetches `images/train.zip`,
+`val.zip`, `test.zip` into `images/` and unzips them there, and a zip left unextracted is read in
+place):
   problems.json    {"<pid>": {question, choices (2-5), answer (0-based), hint, image ("image.png" or
                     null), task, grade, subject, topic, category, skill, lecture, solution, split}}
   pid_splits.json  {"train": [pid, ...], "val": [...], "test": [...], "minitrain": [...], ...}
@@ -19,7 +22,6 @@ background) is the second hint. The solution (the worked reasoning towards the a
 """
 from __future__ import annotations
 
-import json
 from typing import Iterator
 
 from pipeline.sources import register
@@ -27,8 +29,9 @@ from pipeline.sources.base import (
     Item,
     Reader,
     Sample,
+    Reject,
     guarded,
-    iter_json_object,
+    json_records,
     letter,
     load_json,
     multiple_choice_question,
@@ -54,32 +57,55 @@ class ScienceQAReader(Reader):
     name = "scienceqa"
     description = "ScienceQA: school science multiple-choice problems with hints, lectures and solutions"
     required = ((PROBLEMS,), (IMAGES_DIR,))
+    wrappers = ("data/scienceqa", "scienceqa")
+    inner_names = (IMAGES_DIR,)
+    image_hint = "ScienceQA images are images/<split>/<pid>/image.png (the unzipped images/<split>.zip, or the zip)"
+
+    def stores(self, base: Root) -> dict[str, Root]:
+        found = {}
+        for split in SPLITS:
+            zipped = f"{IMAGES_DIR}/{split}.zip"
+            if not base.isdir(f"{IMAGES_DIR}/{split}") and base.isfile(zipped):
+                top = base.zip_root(zipped)
+                inside = split if any(e.name == split and e.kind == "directory" for e in top.ls()) else ""
+                found[f"{IMAGES_DIR}/{split}"] = base.zip_root(zipped, inside)
+        return found
     skipped_splits: dict[str, str] = {}  # train, val and test all kept (answers are public)
     stratify_key = "subject"
 
     def read(self, root: Root) -> Iterator[Item]:
-        split_of = self._pid_splits(root)
+        split_of: dict[str, str] = {}
+        if root.exists(PID_SPLITS):
+            yield from guarded(self.name, PID_SPLITS, lambda: self._pid_splits(root, split_of))
         yield from guarded(self.name, PROBLEMS, lambda: self._read_problems(root, split_of))
 
-    def _pid_splits(self, root: Root) -> dict[str, str]:
+    def _pid_splits(self, root: Root, out: dict[str, str]) -> Iterator[Item]:
         """pid -> split from pid_splits.json (optional: the problems carry their own split).
-        A small file (about 21k ids): loaded whole."""
-        if not root.exists(PID_SPLITS):
-            return {}
-        try:
-            data = load_json(root, PID_SPLITS)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            return {}
-        out: dict[str, str] = {}
-        if isinstance(data, dict):
-            for split in SPLITS:
-                for pid in data.get(split) or []:
+        A small file (about 21k ids): loaded whole. A part of it with the wrong shape is reported
+        (the problems still carry their own split)."""
+        data = load_json(root, PID_SPLITS)
+        if not isinstance(data, dict):
+            yield Reject(self.name, None, "wrong_shape", f"{PID_SPLITS}: expected an object of split -> pid list, "
+                         f"found a {type(data).__name__}", PID_SPLITS, rows=0)
+            return
+        for split in SPLITS:
+            pids = data.get(split)
+            if pids is None:
+                continue
+            if not isinstance(pids, list):
+                yield Reject(self.name, None, "wrong_shape", f"{PID_SPLITS}: {split!r} is a {type(pids).__name__}, "
+                             "not a list of pids", f"{PID_SPLITS}[{split}]", pids, rows=0)
+                continue
+            for pid in pids:
+                if isinstance(pid, (str, int)) and not isinstance(pid, bool):
                     out[str(pid)] = split
-        return out
 
     def _read_problems(self, root: Root, split_of: dict[str, str]) -> Iterator[Item]:
-        for index, (pid, rec) in enumerate(iter_json_object(root, PROBLEMS)):
+        for index, (pid, rec) in enumerate(json_records(self, root, PROBLEMS, kind="object")):
             where = f"{PROBLEMS}#{index}"
+            if type(rec) is Reject:
+                yield rec
+                continue
             problem = self._check(rec) or ("the pid is not a plain name" if "/" in pid or pid in (".", "..") else None)
             if problem:
                 yield self.reject(pid, "malformed_record", problem, where, rec)

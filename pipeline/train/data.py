@@ -13,6 +13,16 @@ one random row from everywhere). Each epoch's order is padded by wrapping around
 number of micro-batches (the last one of an epoch may be smaller) and ranks read mostly disjoint
 row groups. The position is one integer, the number of micro-batches this rank
 has consumed since the start of training: `start=` resumes there without reading any data.
+
+Length grouping (`lengths=` and `group_batches=K`): a batch is padded to its longest row, so
+random batches of LLaVA-CoT rows (a few hundred to a few thousand tokens) are a quarter padding.
+Each rank's slice is cut into windows of K batches; a window's rows are sorted by length (longest
+first) and cut into batches, and the batches of a window are put in a random order that depends
+on (seed, epoch, window) only, the same on every rank: at a given step every rank holds its
+window's j-th longest batch, so no rank waits long for a slower one. Still a function of (seed,
+epoch), so resuming stays exact. `ShardDataset.row_lengths(tokenizer)` gives the lengths (the
+conversation's tokens; characters are a cheaper but noisier stand-in: on realistic rows, 95 % of
+batch tokens are real with characters, 98 % with tokens).
 """
 from __future__ import annotations
 
@@ -24,6 +34,7 @@ from collections import OrderedDict
 from typing import Iterator
 
 import numpy as np
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch.utils.data
 
@@ -92,6 +103,24 @@ class ShardDataset(torch.utils.data.Dataset):
             self._cache.popitem(last=False)
         return rows
 
+    def row_lengths(self, tokenizer=None) -> np.ndarray:
+        """The length-grouping key of each row, in row order: the tokens of its conversation's turns
+        under `tokenizer` (a fast tokenizer encodes ~10^7 tokens a second: seconds for 100k rows),
+        or, without one, their characters. Reads only the `conversations` column (no image bytes)."""
+        out = []
+        for fi, gi in self.groups:
+            col = self._file(fi).read_row_group(gi, columns=["conversations"]).column("conversations").combine_chunks()
+            values = pc.struct_field(pc.list_flatten(col), "value").fill_null("")
+            if tokenizer is not None:
+                ids = tokenizer(values.to_pylist(), add_special_tokens=False)["input_ids"]
+                per_turn = np.array([len(x) for x in ids], dtype=np.int64)
+            else:
+                per_turn = pc.utf8_length(values).to_numpy(zero_copy_only=False).astype(np.int64)
+            cumulative = np.concatenate([[0], np.cumsum(per_turn, dtype=np.int64)])
+            offsets = col.offsets.to_numpy()
+            out.append(cumulative[offsets[1:]] - cumulative[offsets[:-1]])
+        return np.concatenate(out).astype(np.int64)
+
     def locate(self, index: int) -> tuple[int, int]:
         """(row group, offset in it) of global row `index`."""
         if not 0 <= index < self.num_rows:
@@ -135,7 +164,7 @@ class ResumableBatchSampler(torch.utils.data.Sampler):
 
     def __init__(self, group_rows: list[int], batch_size: int, *, rank: int = 0, world_size: int = 1,
                  seed: int = 0, shuffle: bool = True, window: int = 4, epochs: int | None = None,
-                 start: int = 0) -> None:
+                 start: int = 0, lengths: np.ndarray | None = None, group_batches: int = 0) -> None:
         if batch_size <= 0 or world_size <= 0 or not 0 <= rank < world_size:
             raise ValueError("need batch_size > 0 and 0 <= rank < world_size")
         self.group_rows = list(group_rows)
@@ -150,6 +179,10 @@ class ResumableBatchSampler(torch.utils.data.Sampler):
         self.window = window
         self.epochs = epochs
         self.start = start
+        if group_batches and lengths is not None and len(lengths) != self.num_rows:
+            raise ValueError(f"{len(lengths)} lengths for {self.num_rows} rows")
+        self.lengths = None if lengths is None else np.asarray(lengths)
+        self.group_batches = group_batches if lengths is not None else 0
         self.rows_per_rank = math.ceil(self.num_rows / world_size)
         self.batches_per_epoch = math.ceil(self.rows_per_rank / batch_size)
 
@@ -161,8 +194,21 @@ class ResumableBatchSampler(torch.utils.data.Sampler):
         return order[self.rank * self.rows_per_rank:(self.rank + 1) * self.rows_per_rank]
 
     def epoch_batches(self, epoch: int) -> list[list[int]]:
-        rows = self.rank_rows(epoch).tolist()
-        return [rows[i:i + self.batch_size] for i in range(0, len(rows), self.batch_size)]
+        rows = self.rank_rows(epoch)
+        if not self.group_batches:
+            rows = rows.tolist()
+            return [rows[i:i + self.batch_size] for i in range(0, len(rows), self.batch_size)]
+        span = self.group_batches * self.batch_size
+        batches: list[list[int]] = []
+        for w, first in enumerate(range(0, len(rows), span)):
+            chunk = rows[first:first + span]
+            chunk = chunk[np.argsort(-self.lengths[chunk], kind="stable")].tolist()
+            cut = [chunk[i:i + self.batch_size] for i in range(0, len(chunk), self.batch_size)]
+            # the same permutation on every rank (no rank in it): step by step, ranks hold batches
+            # of the same rank in their windows' length order
+            order = np.random.default_rng([int(self.seed), int(epoch), w, 0x1E96]).permutation(len(cut))
+            batches += [cut[i] for i in order]
+        return batches
 
     def position(self, micro_batches: int) -> tuple[int, int]:
         """(epoch, micro-batch within it) after `micro_batches` micro-batches."""

@@ -120,3 +120,150 @@ def make_dummy_images_inert(model) -> list:
 
 def count_parameters(model) -> int:
     return sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters())
+
+
+def vision_layers(model) -> list:
+    vision = part(model, "vision")
+    return list(vision.transformer.layers) + list(vision.global_transformer.layers)
+
+
+def checkpoint_vision_layers(model) -> int:
+    """Activation checkpointing for the vision encoder's layers, which transformers leaves out
+    (`gradient_checkpointing_enable` wraps only Mllama's text layers): 40 vision layers keep
+    ~0.3 GiB per image each otherwise. Each layer's forward is run under
+    `torch.utils.checkpoint` (non-reentrant) in training; its own module hooks stay outside, as for
+    transformers' text layers, so ZeRO-3 gathers the weights of the submodules again when the layer
+    is recomputed (the layer's direct parameters, the gates of the global layers, are single values
+    that ZeRO-3 keeps whole: below stage3_param_persistence_threshold). Returns the number of layers."""
+    from functools import partial
+
+    from torch.utils.checkpoint import checkpoint
+
+    layers = vision_layers(model)
+    for layer in layers:
+        forward = layer.forward
+
+        def checkpointed(*args, _forward=forward, _layer=layer, **kwargs):
+            if _layer.training and torch.is_grad_enabled():
+                return checkpoint(partial(_forward, **kwargs), *args, use_reentrant=False)
+            return _forward(*args, **kwargs)
+
+        layer.forward = checkpointed
+    return len(layers)
+
+
+def _kernel_checks() -> dict:
+    """For each Liger kernel: a function that runs it once, forward and backward, on a small CUDA
+    problem and compares it with PyTorch (a Triton compile error or a wrong result shows here,
+    before training, instead of killing the run at its first step)."""
+    import torch.nn.functional as F
+
+    def check(fused, reference, *shapes):
+        xs = [torch.randn(*s, device="cuda", dtype=torch.bfloat16, requires_grad=True) for s in shapes]
+        out = fused(*xs)
+        out.float().sum().backward()
+        got = [x.grad.clone() for x in xs]
+        for x in xs:
+            x.grad = None
+        ref = reference(*xs)
+        ref.float().sum().backward()
+        tol = dict(rtol=3e-2, atol=3e-2)
+        if not (torch.allclose(out.float(), ref.float(), **tol)
+                and all(torch.allclose(a.float(), x.grad.float(), **tol) for a, x in zip(got, xs))):
+            raise ValueError("differs from PyTorch")
+
+    def rms_norm():
+        from liger_kernel.transformers.rms_norm import LigerRMSNorm
+
+        m = LigerRMSNorm(64, eps=1e-5).cuda().to(torch.bfloat16)
+        check(m, lambda x: m.weight * (x.float() * torch.rsqrt(x.float().pow(2).mean(-1, keepdim=True) + 1e-5)).to(x.dtype),
+              (8, 64))
+
+    def layer_norm():
+        from liger_kernel.transformers.layer_norm import LigerLayerNorm
+
+        m = LigerLayerNorm(64, eps=1e-5).cuda().to(torch.bfloat16)
+        check(m, lambda x: F.layer_norm(x, (64,), m.weight, m.bias, 1e-5), (8, 64))
+
+    def swiglu():
+        from liger_kernel.ops.swiglu import LigerSiLUMulFunction
+
+        check(LigerSiLUMulFunction.apply, lambda a, b: F.silu(a) * b, (8, 64), (8, 64))
+
+    return {"rms_norm": rms_norm, "layer_norm": layer_norm, "swiglu": swiglu}
+
+
+def fused_kernels(model) -> list[str]:
+    """Liger Kernel's fused RMSNorm, LayerNorm and SwiGLU MLP for this model instance (CUDA only),
+    each after a check on a small problem: the names of what was applied; a kernel that cannot be
+    imported, fails its check or cannot be applied is left out with a warning (the plain module stays)."""
+    import logging
+
+    log = logging.getLogger(__name__)
+    try:
+        from liger_kernel.transformers import apply_liger_kernel_to_mllama
+    except Exception as exc:  # noqa: BLE001 - optional GPU package
+        log.warning("fused kernels: liger-kernel unavailable (%s: %s); plain modules kept", type(exc).__name__, exc)
+        return []
+    done = []
+    for name, check in _kernel_checks().items():
+        flags = {"rope": False, "cross_entropy": False, "fused_linear_cross_entropy": False,
+                 "rms_norm": False, "layer_norm": False, "swiglu": False, name: True}
+        try:
+            check()
+            apply_liger_kernel_to_mllama(model=model, **flags)
+            done.append(name)
+        except Exception as exc:  # noqa: BLE001 - keep the plain module, say so
+            log.warning("fused kernels: liger %s not applied (%s: %s)", name, type(exc).__name__, exc)
+    return done
+
+
+def compile_blocks(model) -> int:
+    """`torch.compile` on the MLP of every text and vision layer (elementwise work fused around the
+    matrix products). Compiling whole layers or the model would take ZeRO-3's parameter hooks and
+    the data-dependent masks into the graph; the MLPs are pure functions of their input and weights.
+    Returns the number of modules compiled."""
+    inner = getattr(model, "model", model)
+    mlps = [layer.mlp for layer in inner.language_model.layers] + [layer.mlp for layer in vision_layers(model)]
+    for mlp in mlps:
+        mlp.forward = torch.compile(mlp.forward, dynamic=True)
+    return len(mlps)
+
+
+def random_model(config, dtype: torch.dtype = torch.float32, attn_implementation: str | None = "sdpa",
+                 device: torch.device | None = None):
+    """A model of `config`'s shapes with random weights, built directly on `device` (a 3.5 B model
+    never passes through host memory) and partitioned as it is built under ZeRO-3 (transformers'
+    `_from_config` enters `deepspeed.zero.Init` when a ZeRO-3 config is registered). For benchmarks:
+    nothing is read but the config. The cross-attention gates are opened (a trained model's are;
+    at 0 the image path would not matter)."""
+    from transformers import MllamaForConditionalGeneration
+    from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
+
+    kwargs = {"dtype": dtype}
+    if attn_implementation:
+        kwargs["attn_implementation"] = attn_implementation
+    if device is not None and device.type != "cpu" and not is_deepspeed_zero3_enabled():
+        with torch.device(device):
+            model = MllamaForConditionalGeneration._from_config(config, **kwargs)
+    else:
+        model = MllamaForConditionalGeneration._from_config(config, **kwargs)
+    gates = [p for n, p in model.named_parameters() if n.endswith(("cross_attn_attn_gate", "cross_attn_mlp_gate"))]
+    _fill(gates, 0.5)
+    return model
+
+
+def _fill(params: list, value: float) -> None:
+    from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
+
+    if is_deepspeed_zero3_enabled():
+        import deepspeed
+
+        with deepspeed.zero.GatheredParameters(params, modifier_rank=0):
+            with torch.no_grad():
+                for p in params:
+                    p.fill_(value)
+        return
+    with torch.no_grad():
+        for p in params:
+            p.fill_(value)

@@ -31,6 +31,20 @@ data position and RNG states; `checkpoints/latest` names the newest) and `final/
 `--resume` continues from the newest checkpoint exactly (model, optimizer, scheduler, RNG, data
 position); give the same arguments as the first run. Metrics go through the reporter on rank 0
 (pipeline/train/report.py; `--reporter module:attr` or $LLAVACOT_TRAIN_REPORTER).
+
+Speed and memory, as a trainer should report them: every metrics line has the step time, MFU (model
+FLOPs of the step's real shapes, pipeline/train/flops.py, over the GPUs' bf16 peak), peak memory and
+the useful-token fraction (non-padding tokens over padded batch tokens). `--plan` prints the
+per-GPU memory of the run and whether it fits, without training (pipeline/train/plan.py).
+`--profile-steps A:B` profiles those steps with torch.profiler (a Chrome trace in
+OUTPUT_DIR/profile/) and reports how busy the GPU was. What makes the step fast: length-grouped
+batches (`--group-by-length`), torch's fused AdamW kernel instead of a JIT-built one, no host
+synchronisation per micro-batch (the loss stays on the device until a metrics line needs it, and
+that line is read one step later, when the next step's work is already queued), pinned memory and
+asynchronous copies, a fused linear + cross-entropy for the 128k vocabulary (`--fused-loss`),
+Liger's fused norms and SwiGLU on a GPU (`--fused-kernels`), optionally `--compile`. Activation
+checkpointing (`--gradient-checkpointing`) covers the vision layers too; by default it is on for
+models of 1 B parameters or more.
 """
 from __future__ import annotations
 
@@ -67,14 +81,19 @@ DEFAULTS = {  # every default of the command line, here only
     "max_length": 4096,
     "dtype": "auto",
     "save_every": 500,
-    "keep_checkpoints": 0,
+    "keep_checkpoints": 3,  # DeepSpeed checkpoints of the 11B model are >= 128 GB each
     "seed": 42,
     "shuffle_window": 4,
+    "group_by_length": 64,
     "num_workers": 2,
+    "prefetch_factor": 4,
     "log_every": 1,
     "attn_implementation": "sdpa",
+    "fused_loss": "auto",
+    "fused_kernels": "auto",
     "backend": "auto",
 }
+CHECKPOINTING_FROM_PARAMETERS = 1_000_000_000  # --gradient-checkpointing's default: on from this size
 
 CHECKPOINTS = "checkpoints"
 FINAL = "final"
@@ -95,15 +114,36 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--shuffle", action=argparse.BooleanOptionalAction, default=True,
                    help="shuffle rows each epoch (row groups, then rows within windows of row groups)")
     g.add_argument("--shuffle-window", type=int, default=d["shuffle_window"], help="row groups shuffled together")
+    g.add_argument("--group-by-length", type=int, default=d["group_by_length"], metavar="K",
+                   help="sort rows by length within windows of K micro-batches (less padding); 0: off")
     g.add_argument("--num-workers", type=int, default=d["num_workers"], help="DataLoader worker processes")
+    g.add_argument("--prefetch-factor", type=int, default=d["prefetch_factor"], help="batches each worker prepares ahead")
     g = p.add_argument_group("model")
     g.add_argument("--model", default=d["model"], help="local folder or hub id (model + processor)")
     g.add_argument("--dtype", choices=["auto", "bf16", "fp32"], default=d["dtype"],
                    help="auto: bf16 when the accelerator supports it, else fp32 (CPU)")
-    g.add_argument("--gradient-checkpointing", action="store_true")
+    g.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction, default=None,
+                   help="activation checkpointing of the text and vision layers; default: on for models of "
+                        f"{CHECKPOINTING_FROM_PARAMETERS / 1e9:g} B parameters or more")
+    g.add_argument("--random-init", action="store_true",
+                   help="build the model from MODEL's config.json with random weights (no weights read): benchmarks")
     g.add_argument("--freeze-vision", action="store_true", help="do not train the vision tower")
     g.add_argument("--freeze-projector", action="store_true", help="do not train the vision-to-text projector")
-    g.add_argument("--attn-implementation", default=d["attn_implementation"], help="sdpa | eager | flash_attention_2")
+    g.add_argument("--attn-implementation", default=d["attn_implementation"], help="sdpa | eager | flex_attention")
+    g = p.add_argument_group("speed")
+    g.add_argument("--fused-loss", choices=["auto", "liger", "chunked", "off"], default=d["fused_loss"],
+                   help="linear + cross-entropy without full logits (pipeline/train/loss.py); auto: Liger on a GPU "
+                        "when it works, else the chunked PyTorch version")
+    g.add_argument("--fused-kernels", choices=["auto", "off"], default=d["fused_kernels"],
+                   help="auto: Liger's RMSNorm, LayerNorm and SwiGLU on a GPU when liger-kernel is installed")
+    g.add_argument("--fused-optimizer", action=argparse.BooleanOptionalAction, default=True,
+                   help="torch.optim.AdamW(fused=True) on a GPU")
+    g.add_argument("--compile", action="store_true", help="torch.compile the MLPs (pipeline/train/model.py)")
+    g.add_argument("--peak-tflops", type=float, default=None,
+                   help="the accelerator's bf16 peak for MFU; default: from the GPU's name (pipeline/train/flops.py)")
+    g.add_argument("--profile-steps", default=None, metavar="A:B",
+                   help="profile optimizer steps A to B (1-based); trace in OUTPUT_DIR/profile/, GPU-busy fraction reported")
+    g.add_argument("--plan", action="store_true", help="print the per-GPU memory plan of this run and exit")
     g = p.add_argument_group("optimisation")
     g.add_argument("--epochs", type=int, default=d["epochs"])
     g.add_argument("--max-steps", type=int, default=d["max_steps"],
@@ -131,6 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--save-every", type=int, default=d["save_every"],
                    help="checkpoint every K optimizer steps (and always at the end); 0: only at the end")
     g.add_argument("--keep-checkpoints", type=int, default=d["keep_checkpoints"], help="keep the newest K; 0: all")
+    g.add_argument("--no-final-checkpoint", action="store_true",
+                   help="do not checkpoint at the last step (the export is still written): benchmarks, short runs")
     g.add_argument("--resume", nargs="?", const="auto", default=None,
                    help="continue from the newest checkpoint in OUTPUT_DIR/checkpoints (or from this "
                         "checkpoint folder); a fresh start when there is none")
@@ -151,6 +193,18 @@ def parse_args(argv=None) -> argparse.Namespace:
         raise SystemExit("--per-device-batch-size and --grad-accum must be positive")
     if args.max_steps < 0 or args.epochs <= 0:
         raise SystemExit("--max-steps must be >= 0 and --epochs > 0")
+    if args.group_by_length < 0 or args.num_workers < 0 or args.prefetch_factor <= 0:
+        raise SystemExit("--group-by-length and --num-workers must be >= 0, --prefetch-factor > 0")
+    if args.profile_steps:
+        try:
+            a, b = (int(x) for x in args.profile_steps.split(":"))
+        except ValueError:
+            raise SystemExit(f"--profile-steps {args.profile_steps!r}: expected A:B, e.g. 4:6") from None
+        if not 1 <= a <= b:
+            raise SystemExit("--profile-steps A:B needs 1 <= A <= B")
+        args.profile_range = (a, b)
+    else:
+        args.profile_range = None
     return args
 
 
@@ -275,6 +329,8 @@ def prune_checkpoints(ckpt_dir: Path, keep: int) -> None:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    if args.plan:
+        return print_plan(args)
     # DeepSpeed calls torch.distributed's old collective names; torch warns at every call
     warnings.filterwarnings("ignore", message=r"`torch\.distributed\.\w+` is deprecated", category=FutureWarning)
     accel, backend = init_distributed(args.backend)
@@ -287,8 +343,7 @@ def main(argv=None) -> dict:
     from pipeline.train import ds_config as dsc
     from pipeline.train.collator import Collator
     from pipeline.train.data import ResumableBatchSampler, ShardDataset
-    from pipeline.train.model import (count_parameters, freeze, load_model, load_processor,
-                                      make_dummy_images_inert, zero3_init_context)
+    from pipeline.train.model import count_parameters, freeze, load_processor, make_dummy_images_inert, zero3_init_context
     from pipeline.train.report import NullReporter, load_reporter
 
     ds_logger.setLevel("WARNING")
@@ -311,10 +366,13 @@ def main(argv=None) -> dict:
     dtype = torch.bfloat16 if bf16 else torch.float32
 
     # data and schedule
-    dataset = ShardDataset(args.data, args.split)
+    processor = load_processor(args.model)
+    dataset = ShardDataset(args.data, args.split, cache_row_groups=args.shuffle_window + 1)
+    lengths = dataset.row_lengths(processor.tokenizer) if args.group_by_length else None
     sampler = ResumableBatchSampler(dataset.group_rows, args.per_device_batch_size, rank=rank, world_size=world,
                                     seed=args.seed, shuffle=args.shuffle, window=args.shuffle_window,
-                                    epochs=None if args.max_steps else args.epochs)
+                                    epochs=None if args.max_steps else args.epochs, lengths=lengths,
+                                    group_batches=args.group_by_length)
     if args.max_steps:
         total_steps = args.max_steps
     else:
@@ -333,149 +391,66 @@ def main(argv=None) -> dict:
         eps=args.adam_eps, weight_decay=args.weight_decay, cpu=cpu, hidden_size=hidden))
     stage = dsc.zero_stage(config)
     hf_ds_config = zero3_init_context(config) if stage == 3 else None  # noqa: F841 - alive while loading
-    processor = load_processor(args.model)
-    model = load_model(args.model, dtype=dtype, attn_implementation=args.attn_implementation)
-    model.config.use_cache = False
-    model.config.text_config.use_cache = False
-    if args.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    counts = freeze(model, [name for name, on in (("vision", args.freeze_vision),
-                                                   ("projector", args.freeze_projector)) if on])
+    device = torch.device("cpu") if cpu else torch.device(accel.device_name(), int(os.environ.get("LOCAL_RANK", "0")))
+    model, speed = build_model(args, model_config, dtype, device)
+    counts = freeze(model, frozen_parts(args))
     make_dummy_images_inert(model)
     scheduler = None
     if "scheduler" not in config:
         factor = dsc.warmup_cosine(total_steps, warmup, args.min_lr_ratio)
         scheduler = lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, factor)  # noqa: E731
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = None
+    if "optimizer" not in config:
+        optimizer = make_optimizer(trainable, args, fused=args.fused_optimizer and not cpu)
+        speed["optimizer"] = "torch AdamW (fused kernel)" if optimizer.defaults.get("fused") else "torch AdamW"
+    else:
+        speed["optimizer"] = f"DeepSpeed {config['optimizer'].get('type')} (from the DeepSpeed config)"
     engine, _, _, lr_scheduler = deepspeed.initialize(
-        model=model, model_parameters=[p for p in model.parameters() if p.requires_grad],
-        config=config, lr_scheduler=scheduler)
+        model=model, model_parameters=trainable, optimizer=optimizer, config=config, lr_scheduler=scheduler)
     device = engine.device
 
     # resume
-    step, micro = 0, 0
-    resumed_from = None
+    step, micro, resumed_from = 0, 0, None
     if args.resume:
-        target = resolve_resume(args.resume, ckpt_dir)
-        if target is not None:
-            load_path, client = engine.load_checkpoint(target[0], tag=target[1], load_optimizer_states=True,
-                                                       load_lr_scheduler_states=True)
-            if load_path is None:
-                raise SystemExit(f"--resume: DeepSpeed could not load a checkpoint from {target}")
-            step, micro = int(client["step"]), int(client["micro_batches"])
-            if client.get("total_steps") != total_steps and rank == 0:
-                print(f"warning: the checkpoint's run had {client.get('total_steps')} steps, this one has "
-                      f"{total_steps}: the learning-rate schedule does not continue exactly", file=sys.stderr)
-            same_layout = client.get("data") == _data_signature(args, world, sampler)
-            if not same_layout:
-                # samples seen so far, mapped onto the new layout: training continues, not exactly
-                old = client.get("data") or {}
-                seen = micro * old.get("world_size", world) * old.get("per_device_batch_size", args.per_device_batch_size)
-                micro = seen // (world * args.per_device_batch_size) // args.grad_accum * args.grad_accum
-                if rank == 0:
-                    print(f"warning: resuming with a different data layout ({old} -> "
-                          f"{_data_signature(args, world, sampler)}): the data order does not continue exactly",
-                          file=sys.stderr)
-            folder = Path(load_path) if Path(load_path).is_dir() else Path(load_path).parent  # a file in it
-            rng_path = folder / rng_file(rank)
-            if rng_path.is_file():
-                set_rng_state(torch.load(rng_path, weights_only=False))
-            else:  # a rank that did not exist when the checkpoint was written
-                seed_everything(args.seed + 1_000_003 * step + rank)
-            resumed_from = str(folder)
-        elif rank == 0:
-            print(f"--resume: no checkpoint in {ckpt_dir}; starting afresh", file=sys.stderr)
+        step, micro, resumed_from = resume(args, engine, ckpt_dir, total_steps, rank, world, sampler)
     sampler.start = micro
     loader = torch.utils.data.DataLoader(
         dataset, batch_sampler=sampler, collate_fn=Collator(processor, max_length=args.max_length),
-        num_workers=args.num_workers, persistent_workers=False,
-        prefetch_factor=2 if args.num_workers > 0 else None,
+        num_workers=args.num_workers, persistent_workers=args.num_workers > 0,
+        prefetch_factor=args.prefetch_factor if args.num_workers > 0 else None,
+        pin_memory=device.type == "cuda",
         # its own generator: creating the loader's iterator must not draw from the global RNG,
         # which a resumed run has just restored
         generator=torch.Generator().manual_seed(args.seed))
 
     stop_at = min(total_steps, args.stop_at_step) if args.stop_at_step else total_steps
+    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else accel.device_name()
+    from pipeline.train.flops import peak_tflops
+
+    peak = peak_tflops(device_name, args.peak_tflops)
     run_config = {
-        **{k: v for k, v in vars(args).items() if k != "local_rank"},
-        "world_size": world, "backend": backend, "accelerator": accel.device_name(), "param_dtype": str(dtype).replace("torch.", ""),
-        "zero_stage": stage, "total_steps": total_steps, "warmup_steps": warmup, "rows": len(dataset),
-        "batches_per_epoch_per_rank": sampler.batches_per_epoch,
+        **{k: v for k, v in vars(args).items() if k not in ("local_rank", "profile_range")},
+        "world_size": world, "backend": backend, "accelerator": accel.device_name(), "device_name": device_name,
+        "param_dtype": str(dtype).replace("torch.", ""), "zero_stage": stage, "total_steps": total_steps,
+        "warmup_steps": warmup, "rows": len(dataset), "batches_per_epoch_per_rank": sampler.batches_per_epoch,
         "steps_per_epoch": sampler.batches_per_epoch / args.grad_accum,
         "parameters": count_parameters(model), **{f"parameters_{k}": v for k, v in counts.items()},
-        "resumed_from": resumed_from, "start_step": step, "deepspeed_config": config,
+        "resumed_from": resumed_from, "start_step": step, "peak_tflops_per_device": peak, "speed": speed,
+        "deepspeed_config": config,
     }
     reporter.open(run_config)
+    if rank == 0:
+        print("speed settings: " + ", ".join(f"{k}: {v}" for k, v in speed.items()), file=sys.stderr, flush=True)
+    from pipeline.train.loop import TrainLoop
 
-    last_saved = step if resumed_from else None  # that checkpoint exists already
-
-    def save(step_now: int) -> str:
-        nonlocal last_saved
-        tag = checkpoint_tag(step_now)
-        client = {"step": step_now, "micro_batches": micro, "data": _data_signature(args, world, sampler),
-                  "total_steps": total_steps}  # each rank's RNG state goes into its own file below
-        engine.save_checkpoint(str(ckpt_dir), tag=tag, client_state=client)
-        torch.save(rng_state(), ckpt_dir / tag / rng_file(rank))
-        dist.barrier()
-        path = str(ckpt_dir / tag)
-        if rank == 0:
-            prune_checkpoints(ckpt_dir, args.keep_checkpoints)
-            reporter.log_checkpoint(step_now, path)
-        last_saved = step_now
-        return path
-
+    loop = TrainLoop(args, engine, lr_scheduler, reporter, sampler, model_config, dtype, device, peak, world,
+                     rank, ckpt_dir, step, micro, total_steps, stop_at, resumed_from is not None, output_dir)
     try:
-        engine.train()
-        # loss sum, micro-batches, tokens, samples of this rank (on the device: NCCL reduces device tensors)
-        acc = torch.zeros(4, dtype=torch.float64, device=device)
-        window_start, window = time.time(), torch.zeros(2, dtype=torch.float64)  # tokens, samples since last log
-        totals = torch.zeros(2, dtype=torch.float64)
-        lr = None
-        last_loss = float("nan")
-        done = step >= stop_at
-        loop_start = time.time()
-        for batch in ([] if done else loader):
-            if micro % args.grad_accum == 0:
-                lr = lr_scheduler.get_last_lr()[0] if lr_scheduler is not None else args.lr
-            batch = {k: v.to(device) for k, v in batch.items()}
-            if "pixel_values" in batch:
-                batch["pixel_values"] = batch["pixel_values"].to(dtype)
-            out = engine(**batch, use_cache=False)
-            engine.backward(out.loss)
-            engine.step()
-            micro += 1
-            acc += torch.tensor([out.loss.item(), 1.0, float(batch["attention_mask"].sum()),
-                                 float(batch["input_ids"].shape[0])], dtype=torch.float64, device=device)
-            if micro % args.grad_accum:
-                continue
-            step += 1
-            dist.all_reduce(acc)
-            reduced = acc.cpu().clone()
-            acc.zero_()
-            last_loss = float(reduced[0] / reduced[1])
-            window += reduced[2:]
-            totals += reduced[2:]
-            if step % args.log_every == 0 or step == stop_at:
-                elapsed = max(1e-9, time.time() - window_start)
-                grad_norm = engine.get_global_grad_norm()
-                reporter.log_metrics(step, {
-                    "loss": last_loss, "lr": lr, "tokens_per_s": float(window[0]) / elapsed,
-                    "samples_per_s": float(window[1]) / elapsed, "epoch": micro / sampler.batches_per_epoch,
-                    "grad_norm": float(grad_norm) if grad_norm is not None else None,
-                    "tokens": int(totals[0]), "samples": int(totals[1]),
-                })
-                window_start, window = time.time(), torch.zeros(2, dtype=torch.float64)
-            if step == stop_at or (args.save_every and step % args.save_every == 0):
-                save(step)
-            if step >= stop_at:
-                break
-
-        train_s = max(1e-9, time.time() - loop_start)
-        final = {"step": step, "total_steps": total_steps, "loss": last_loss, "tokens": int(totals[0]),
-                 "samples": int(totals[1]), "tokens_per_s": float(totals[0]) / train_s,
-                 "samples_per_s": float(totals[1]) / train_s, "train_s": train_s,
-                 "checkpoint": str(ckpt_dir / checkpoint_tag(last_saved)) if last_saved else None}
-        if step >= total_steps:
-            if last_saved != step and step > 0:
-                final["checkpoint"] = save(step)
+        final = loop.run(loader)
+        if loop.step >= total_steps:
+            if loop.last_saved != loop.step and loop.step > 0 and not args.no_final_checkpoint:
+                final["checkpoint"] = loop.save(loop.step)
             if not args.no_export:
                 export(engine, stage, processor, export_dir, rank, run_config)
                 final["export"] = str(export_dir)
@@ -484,7 +459,7 @@ def main(argv=None) -> dict:
             final["finished"] = False  # stopped early (--stop-at-step): continue with --resume
         final["wall_s"] = time.time() - started
     except BaseException as exc:
-        reporter.close({"step": step, "finished": False, "error": f"{type(exc).__name__}: {exc}",
+        reporter.close({"step": loop.step, "finished": False, "error": f"{type(exc).__name__}: {exc}",
                         "wall_s": time.time() - started})
         raise
     reporter.close(final)
@@ -492,11 +467,128 @@ def main(argv=None) -> dict:
     return final
 
 
+def frozen_parts(args) -> list[str]:
+    return [name for name, on in (("vision", args.freeze_vision), ("projector", args.freeze_projector)) if on]
+
+
+def print_plan(args) -> dict:
+    """`--plan`: the per-GPU memory of this run (world size from $WORLD_SIZE, GPU memory from the
+    local GPU, else 80 GiB), printed; exits 0 when it fits, 1 when not."""
+    import torch
+    from transformers import AutoConfig
+
+    from pipeline.train import plan as planning
+
+    config = AutoConfig.from_pretrained(args.model)
+    gpu = torch.cuda.is_available()
+    memory = torch.cuda.get_device_properties(0).total_memory / planning.GiB if gpu else 80.0
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    checkpointing = args.gradient_checkpointing
+    if checkpointing is None:
+        checkpointing = planning.count_parameters(config) >= CHECKPOINTING_FROM_PARAMETERS
+    shape = planning.RunShape(world_size=world, per_device_batch_size=args.per_device_batch_size,
+                              seq_len=args.max_length, zero_stage=args.zero_stage, gradient_checkpointing=checkpointing,
+                              fused_loss=args.fused_loss != "off", param_bytes=4 if args.dtype == "fp32" else 2,
+                              frozen=tuple(frozen_parts(args)), gpu_memory_gib=memory, gpu=True)
+    p = planning.plan(config, shape)
+    print(planning.render(p))
+    raise SystemExit(0 if p.fits else 1)
+
+
+def build_model(args, model_config, dtype, device):
+    """The model with this run's speed and memory settings; returns it and what was applied."""
+    import torch
+
+    from pipeline.train import loss as fused_loss
+    from pipeline.train.model import (checkpoint_vision_layers, compile_blocks, count_parameters, fused_kernels,
+                                      load_model, random_model)
+
+    if args.random_init:
+        model = random_model(model_config, dtype=dtype, attn_implementation=args.attn_implementation, device=device)
+    else:
+        model = load_model(args.model, dtype=dtype, attn_implementation=args.attn_implementation)
+    model.config.use_cache = False
+    model.config.text_config.use_cache = False
+    speed: dict = {}
+    checkpointing = args.gradient_checkpointing
+    if checkpointing is None:
+        checkpointing = count_parameters(model) >= CHECKPOINTING_FROM_PARAMETERS
+    if checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        checkpoint_vision_layers(model)
+    speed["gradient_checkpointing"] = bool(checkpointing)
+    cuda = device.type == "cuda"
+    speed["fused_kernels"] = fused_kernels(model) if (cuda and args.fused_kernels == "auto") else []
+    name, fn = fused_loss.resolve(args.fused_loss, device, dtype)
+    if fn is not None:
+        fused_loss.install(model, fn)
+    speed["fused_loss"] = name
+    speed["compiled_modules"] = 0
+    if args.compile:
+        try:
+            speed["compiled_modules"] = compile_blocks(model)
+        except Exception as exc:  # noqa: BLE001 - an optional speed-up: say why and train without it
+            print(f"--compile: not applied ({type(exc).__name__}: {exc})", file=sys.stderr)
+    speed["attention"] = args.attn_implementation
+    if cuda:
+        torch.backends.cuda.matmul.allow_tf32 = True  # fp32 matmuls that remain (norm statistics, the loss)
+    return model, speed
+
+
+def make_optimizer(params, args, fused: bool):
+    import torch
+
+    kwargs = dict(lr=args.lr, betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_eps,
+                  weight_decay=args.weight_decay)
+    if fused:
+        try:
+            return torch.optim.AdamW(params, fused=True, **kwargs)
+        except (RuntimeError, TypeError, ValueError) as exc:  # e.g. a parameter off the GPU
+            print(f"fused AdamW unavailable ({exc}); using the multi-tensor one", file=sys.stderr)
+    return torch.optim.AdamW(params, **kwargs)
+
+
+def resume(args, engine, ckpt_dir: Path, total_steps: int, rank: int, world: int, sampler):
+    """(step, micro-batches, folder) of the checkpoint `--resume` names, loaded into the engine; RNG
+    states restored; (0, 0, None) when there is none."""
+    import torch
+
+    target = resolve_resume(args.resume, ckpt_dir)
+    if target is None:
+        if rank == 0:
+            print(f"--resume: no checkpoint in {ckpt_dir}; starting afresh", file=sys.stderr)
+        return 0, 0, None
+    load_path, client = engine.load_checkpoint(target[0], tag=target[1], load_optimizer_states=True,
+                                               load_lr_scheduler_states=True)
+    if load_path is None:
+        raise SystemExit(f"--resume: DeepSpeed could not load a checkpoint from {target}")
+    step, micro = int(client["step"]), int(client["micro_batches"])
+    if client.get("total_steps") != total_steps and rank == 0:
+        print(f"warning: the checkpoint's run had {client.get('total_steps')} steps, this one has "
+              f"{total_steps}: the learning-rate schedule does not continue exactly", file=sys.stderr)
+    if client.get("data") != _data_signature(args, world, sampler):
+        # samples seen so far, mapped onto the new layout: training continues, not exactly
+        old = client.get("data") or {}
+        seen = micro * old.get("world_size", world) * old.get("per_device_batch_size", args.per_device_batch_size)
+        micro = seen // (world * args.per_device_batch_size) // args.grad_accum * args.grad_accum
+        if rank == 0:
+            print(f"warning: resuming with a different data layout ({old} -> "
+                  f"{_data_signature(args, world, sampler)}): the data order does not continue exactly",
+                  file=sys.stderr)
+    folder = Path(load_path) if Path(load_path).is_dir() else Path(load_path).parent  # a file in it
+    rng_path = folder / rng_file(rank)
+    if rng_path.is_file():
+        set_rng_state(torch.load(rng_path, weights_only=False))
+    else:  # a rank that did not exist when the checkpoint was written
+        seed_everything(args.seed + 1_000_003 * step + rank)
+    return step, micro, str(folder)
+
+
 def _data_signature(args, world: int, sampler) -> dict:
     """What the data position depends on: resuming with the same values continues exactly."""
     return {"world_size": world, "per_device_batch_size": args.per_device_batch_size, "seed": args.seed,
             "shuffle": args.shuffle, "shuffle_window": args.shuffle_window, "rows": sampler.num_rows,
-            "grad_accum": args.grad_accum}
+            "grad_accum": args.grad_accum, "group_by_length": args.group_by_length}
 
 
 def export(engine, stage: int, processor, out_dir: Path, rank: int, run_config: dict) -> None:

@@ -187,7 +187,7 @@ def test_a_failed_blocking_check_leaves_the_previous_output_and_runs_nothing_aft
         assert not result.success
         (failed,) = [e for e in result.get_asset_check_evaluations() if not e.passed]
         assert failed.check_name == "quarantine_rate" and failed.partition == "clevr"
-        assert "not published" in failed.description and "rows quarantined" in failed.description
+        assert "not published" in failed.description and "quarantined" in failed.description
         assert not result.asset_materializations_for_node("raw_samples")
         assert not result.asset_materializations_for_node("subsample")
         assert (tmp_path / "raw_samples" / "clevr" / "samples.parquet").read_bytes() == published
@@ -250,8 +250,11 @@ def test_a_low_validity_rate_blocks_the_partition(graph, tmp_path):
     assert not result.success
     (check,) = [e for e in result.get_asset_check_evaluations() if e.check_name == "validity_rate"]
     assert not check.passed and check.metadata["rate"].value < 0.9
-    rejects = pq.read_table(copy / "validated" / "ai2d" / "rejects.parquet").to_pylist()
+    # not published: the rejected output (with its rejects and their reasons) is kept aside
+    rejects = pq.read_table(copy / "validated" / ".rejected" / "ai2d" / "rejects.parquet").to_pylist()
     assert {r["reason"] for r in rejects} == {"format_no_tags"} and len(rejects) == len(rows) // 2
+    assert (copy / "validated" / "ai2d" / "samples.parquet").read_bytes() == \
+        (root / "validated" / "ai2d" / "samples.parquet").read_bytes()
 
 
 def test_the_dataset_merges_every_source_and_a_rerun_rewrites_no_shard(graph):

@@ -59,9 +59,28 @@ def trained(tmp_path_factory):
         "training": TrainingSettings(tiny_model=True, max_steps=STEPS, lr=2e-3, per_device_batch_size=2,
                                      save_every=2, num_workers=0),
     }
+    # options set per run (as in the UI's launchpad) reach the entry point
+    run_config = {"ops": {"finetuned_model": {"config": RUN_OPTIONS}}}
     with dg.instance_for_test() as instance:
-        result = dg.materialize([finetuned_model], instance=instance, resources=resources, raise_on_error=False)
+        result = dg.materialize([finetuned_model], instance=instance, resources=resources, raise_on_error=False,
+                                run_config=run_config)
         yield root, result
+
+
+RUN_OPTIONS = {"gradient_checkpointing": True, "keep_checkpoints": 1, "max_length": 512, "group_by_length": 8,
+               "fused_loss": "off", "freeze_projector": True}
+
+
+def test_run_config_options_reach_the_entry_point(trained):
+    root, result = trained
+    assert result.success
+    lines = [json.loads(x) for x in (root / "finetuned_model" / "metrics.jsonl").read_text().splitlines()]
+    opened = next(x for x in lines if x["event"] == "open")["config"]
+    assert {k: opened[k] for k in RUN_OPTIONS} == RUN_OPTIONS
+    assert opened["speed"]["gradient_checkpointing"] is True and opened["speed"]["fused_loss"] == "off"
+    assert opened["parameters_frozen"] > 0
+    # keep_checkpoints 1: only the newest checkpoint is left
+    assert sorted(p.name for p in (root / "finetuned_model" / "checkpoints").glob("step-*")) == [f"step-{STEPS:07d}"]
 
 
 def test_materialises_through_the_local_launcher(trained):
@@ -78,8 +97,10 @@ def test_materialises_through_the_local_launcher(trained):
     assert md.startswith("![loss](data:image/png;base64,")
     png = base64.b64decode(md[len("![loss](data:image/png;base64,"):-1])
     assert Image.open(io.BytesIO(png)).format == "PNG"
-    # throughput and the final metrics rank 0 reported
+    # throughput (one figure: the steady rate) and the final metrics rank 0 reported
     assert meta["tokens_per_s"].value > 0 and meta["samples_per_s"].value > 0
+    assert "final/tokens_per_s" not in meta and "final/samples_per_s" not in meta
+    assert meta["peak_memory_gib"].value > 0 and 0 < meta["final/useful_token_fraction"].value <= 1
     assert meta["final/step"].value == STEPS and meta["final/finished"].value is True
     assert meta["launcher"].value == {"kind": "local", "nodes": 1, "ranks_per_node": 2, "world_size": 2,
                                       "accelerator": "cpu"}
@@ -180,4 +201,5 @@ def test_the_demo_deployment_trains_in_the_dataset_job():
     assert {k.to_user_string() for k in job.asset_layer.executable_asset_keys} == {"cot_dataset", "finetuned_model"}
     launcher, training = RESOURCES["launcher"], RESOURCES["training"]
     assert (launcher.kind, launcher.nproc_per_node) == ("local", 2)
-    assert training.tiny_model and 0 < training.max_steps <= 10
+    # long enough to learn the four-stage format, short enough for the first run's few minutes
+    assert training.tiny_model and training.tiny_model_size == "demo" and 100 <= training.max_steps <= 300

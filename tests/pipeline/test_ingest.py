@@ -109,3 +109,64 @@ def test_wrong_layout_names_what_was_expected(tmp_path):
         ingest.ingest_source(ToyReader.name, Root(str(tmp_path / "empty")), Root(str(tmp_path / "out")))
     with pytest.raises(SourceLayoutError, match="does not exist"):
         ingest.ingest_source(ToyReader.name, Root(str(tmp_path / "absent")), Root(str(tmp_path / "out")))
+
+
+def jpeg_bytes(size=(64, 48)):
+    """A photo-like JPEG (noise): its compressed data is most of the file."""
+    import random
+
+    rng = random.Random(0)
+    im = Image.new("RGB", size)
+    im.putdata([(rng.randrange(256), rng.randrange(256), rng.randrange(256)) for _ in range(size[0] * size[1])])
+    buf = io.BytesIO()
+    im.save(buf, format="JPEG", quality=90)
+    return buf.getvalue()
+
+
+def test_a_truncated_jpeg_is_quarantined_though_verify_passes(tmp_path):
+    """`Image.verify()` does not read JPEG data: a cut file passes it. The full decode does not."""
+    src = make_source(tmp_path, ["1|img/ok.jpg|How many?|3", "2|img/cut.jpg|What colour?|red"])
+    whole = jpeg_bytes()
+    (tmp_path / "src" / "img" / "ok.jpg").write_bytes(whole)
+    (tmp_path / "src" / "img" / "cut.jpg").write_bytes(whole[: len(whole) * 2 // 3])
+    with Image.open(io.BytesIO(whole[: len(whole) * 2 // 3])) as im:
+        im.verify()  # the old check: no complaint
+    out = Root(str(tmp_path / "out"))
+    summary = ingest.ingest_source("toy_for_tests", src, out)
+    rejects = pq.read_table(out.path("quarantine.parquet")).to_pylist()
+    assert summary.rows == 1 and [(r["native_id"], r["reason"]) for r in rejects] == [("2", "unreadable_image")]
+    assert "truncated" in rejects[0]["detail"]
+    (row,) = pq.read_table(out.path("samples.parquet")).to_pylist()
+    import hashlib
+
+    assert (row["image_width"], row["image_height"], row["image_sha256"]) == (64, 48, hashlib.sha256(whole).hexdigest())
+
+
+def test_decode_limits_refuse_bombs_before_decoding(tmp_path, monkeypatch):
+    from pipeline import images
+
+    src = make_source(tmp_path, ["1|img/big.png|How many?|3"])
+    Image.new("L", (300, 300), 0).save(tmp_path / "src" / "img" / "big.png")
+    monkeypatch.setattr(images, "MAX_IMAGE_PIXELS", 300 * 300 - 1)
+    out = Root(str(tmp_path / "out"))
+    summary = ingest.ingest_source("toy_for_tests", src, out)
+    (r,) = pq.read_table(out.path("quarantine.parquet")).to_pylist()
+    assert summary.rows == 0 and r["reason"] == "unreadable_image" and "above the decode limit" in r["detail"]
+
+
+def test_decode_verdicts_are_cached_by_path_size_and_stamp(tmp_path):
+    src = make_source(tmp_path, GOOD)
+    cache = Root(str(tmp_path / "cache"))
+    first = ingest.ingest_source("toy_for_tests", src, Root(str(tmp_path / "a")), cache=cache)
+    again = ingest.ingest_source("toy_for_tests", src, Root(str(tmp_path / "b")), cache=cache)
+    assert (first.images_decoded, again.images_decoded) == (1, 0) and again.content_hash == first.content_hash
+    (tmp_path / "src" / "img" / "ok.png").write_bytes(b"now broken")  # a changed file is decoded again
+    changed = ingest.ingest_source("toy_for_tests", src, Root(str(tmp_path / "c")), cache=cache)
+    assert changed.images_decoded == 1 and changed.rows == 0 and changed.quarantined == {"unreadable_image": 2}
+
+
+def test_a_reader_yielding_nothing_still_writes_both_tables(tmp_path):
+    src = make_source(tmp_path, [])
+    (tmp_path / "src" / "rows.txt").write_text("")
+    summary = ingest.ingest_source("toy_for_tests", src, Root(str(tmp_path / "out")))
+    assert summary.rows == 0 and summary.rows_read == 0

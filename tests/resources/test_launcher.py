@@ -37,15 +37,54 @@ def test_train_arguments_maps_options_to_flags():
 def test_the_asset_options_are_flags_the_entry_point_accepts():
     from pipeline.train.train import build_parser
 
-    settings = TrainingSettings(save_every=100, extra_args=["--gradient-checkpointing"])
+    settings = TrainingSettings(save_every=100, extra_args=["--log-every", "5"])
     options = settings.options({"lr": 2e-5, "zero_stage": 2, "max_steps": None, "resume": True},
                                model="/models/m", data="s3://bucket/cot_dataset", output_dir="/shared/out")
     parsed = build_parser().parse_args(builders.train_arguments(options) + settings.extra_args)
     assert (parsed.model, parsed.data, parsed.output_dir) == ("/models/m", "s3://bucket/cot_dataset", "/shared/out")
     assert (parsed.lr, parsed.zero_stage, parsed.epochs, parsed.max_steps, parsed.per_device_batch_size) == (2e-5, 2, 3, 0, 4)
-    assert parsed.save_every == 100 and parsed.resume == "auto" and parsed.gradient_checkpointing
+    assert parsed.save_every == 100 and parsed.resume == "auto" and parsed.log_every == 5
+    assert parsed.keep_checkpoints == 3  # a few, not all: an 11B checkpoint is >= 128 GB
+    assert parsed.gradient_checkpointing is None  # unset: the entry point decides by model size
     with pytest.raises(ValueError, match="zero_stage"):
         settings.options({"zero_stage": 1}, model="m", data="d", output_dir="o")
+
+
+RUN_CONFIG = {"gradient_checkpointing": False, "save_every": 50, "keep_checkpoints": 1, "freeze_vision": True,
+              "freeze_projector": True, "max_length": 1024, "num_workers": 6, "group_by_length": 16,
+              "fused_loss": "chunked", "fused_kernels": "off", "compile": True, "warmup_steps": 7}
+
+
+def test_every_training_option_of_the_run_config_reaches_the_entry_points_parser():
+    from assets.training import TrainingConfig
+    from pipeline.train.train import build_parser
+    from resources.launcher import TUNABLE
+
+    assert set(TUNABLE) <= set(TrainingConfig.model_fields)  # settable per run in the UI
+    options = TrainingSettings().options(TrainingConfig(**RUN_CONFIG).model_dump(), model="m", data="d", output_dir="o")
+    parsed = vars(build_parser().parse_args(builders.train_arguments(options)))
+    assert {k: parsed[k] for k in RUN_CONFIG} == RUN_CONFIG
+    on = TrainingSettings().options({"gradient_checkpointing": True}, model="m", data="d", output_dir="o")
+    assert build_parser().parse_args(builders.train_arguments(on)).gradient_checkpointing is True
+
+
+def test_training_settings_from_the_environment(monkeypatch):
+    from pipeline.train.train import build_parser
+    from resources.launcher import training_settings_from_env
+
+    for name, value in {"MODEL": "/models/llama", "TRAIN_GRADIENT_CHECKPOINTING": "true", "TRAIN_KEEP_CHECKPOINTS": "2",
+                        "TRAIN_SAVE_EVERY": "250", "TRAIN_FREEZE_VISION": "yes", "TRAIN_LR": "2e-5",
+                        "TRAIN_EXTRA_ARGS": "--log-every 10"}.items():
+        monkeypatch.setenv(f"LLAVACOT_{name}", value)
+    settings = training_settings_from_env()
+    assert settings.model == "/models/llama" and settings.extra_args == ["--log-every", "10"]
+    options = settings.options({}, model=settings.model, data="d", output_dir="o")
+    parsed = build_parser().parse_args(builders.train_arguments(options) + settings.extra_args)
+    assert (parsed.gradient_checkpointing, parsed.keep_checkpoints, parsed.save_every, parsed.freeze_vision,
+            parsed.lr, parsed.log_every) == (True, 2, 250, True, 2e-5, 10)
+    monkeypatch.setenv("LLAVACOT_TRAIN_COMPILE", "maybe")
+    with pytest.raises(ValueError, match="LLAVACOT_TRAIN_COMPILE"):
+        training_settings_from_env()
 
 
 def test_local_command_is_torchrun_standalone():

@@ -19,3 +19,29 @@ def ingest_demo(source: str, tmp_path, seed: int = 0):
 def reject_key(pairs):
     """(native_id, reason) pairs in a stable order, for comparing quarantine with the planted list."""
     return sorted(pairs, key=lambda p: (p[0] or "", p[1]))
+
+
+def read_located(source: str, root: Root, derived: Root | None = None) -> list:
+    """Every item the reader yields for `root` as a user would give it: the dataset folder is
+    located first (wrappers, archives, parent), as the data store does."""
+    from pipeline.sources import get_reader
+    from pipeline.sources.layout import locate
+
+    reader = get_reader(source)
+    return list(reader.read(locate(reader, root, derived=derived)))
+
+
+def expand(items) -> list:
+    """Items with every columnar batch (`SampleBatch`, `SampleTable`) expanded into its `Sample`s, in order."""
+    from pipeline.ingest import _sample_of
+    from pipeline.sources.base import SampleBatch, SampleTable
+
+    out = []
+    for item in items:
+        if isinstance(item, SampleBatch):
+            out += [item.sample(i) for i in range(len(item))]
+        elif isinstance(item, SampleTable):
+            out += [_sample_of(row, item.source) for row in item.table.to_pylist()]
+        else:
+            out.append(item)
+    return out

@@ -150,8 +150,8 @@ def test_broken_files_and_records_become_rejects(tmp_path):
     rejects = [(i.native_id, i.reason, i.location) for i in items if isinstance(i, Reject)]
     samples = [i for i in items if isinstance(i, Sample)]
     assert rejects == [
-        (None, "malformed_record", "questions/1.png.json"),
-        ("2.png", "malformed_record", "questions/2.png.json"),
+        (None, "unreadable_file", "questions/1.png.json"),
+        ("2.png", "wrong_shape", "questions/2.png.json"),
         ("3.png", "malformed_record", "questions/3.png.json"),
         ("5.png-0", "malformed_record", "questions/5.png.json#0"),
         ("5.png-1", "malformed_record", "questions/5.png.json#1"),

@@ -8,7 +8,7 @@ import pytest
 from pipeline.demo import write_source
 from pipeline.quarantine import Reject
 from pipeline.sources import SourceLayoutError, get_reader
-from pipeline.sources.base import Sample
+from pipeline.sources.base import Sample, Skip
 from pipeline.storage import Root
 from tests.pipeline.sources.helpers import ingest_demo, reject_key
 
@@ -134,13 +134,16 @@ def test_hints_drop_blank_rationales_and_test_split_is_skipped(tmp_path):
     _read(tmp_path, "test", [{"split": "test", "image_id": 1, "question_id": "t1", "question": "Q?",
                               "choices": ["a", "b", "c", "d"]}])
     items = _read(tmp_path, "val", [_good(split="val")])
-    (s,) = items  # nothing from the test file
+    (skip, s) = items  # nothing from the test file: it is reported as skipped
+    assert isinstance(skip, Skip) and skip.location == "aokvqa_v1p0_test.json" and "not public" in skip.reason
     assert s.split == "val" and s.hints == ["r1", "r3"] and s.meta["difficult_direct_answer"] is True
 
 
-def test_image_folder_follows_the_layout_present(tmp_path):
+def test_image_paths_are_the_same_for_every_coco_layout(tmp_path):
+    """COCO inside, flat, or absent: image paths are coco/{split}2017/... (the COCO folder found is
+    mounted at coco/ by the layout step)."""
     (s,) = _read(tmp_path / "flat", "train", [_good()], images_dir="train2017")
-    assert s.image_path == "train2017/000000000042.jpg"
+    assert s.image_path == "coco/train2017/000000000042.jpg"
     (s,) = _read(tmp_path / "nested", "train", [_good()], images_dir="coco/train2017")
     assert s.image_path == "coco/train2017/000000000042.jpg"
     (s,) = _read(tmp_path / "none", "train", [_good()])  # neither: the README's layout is reported
@@ -150,5 +153,5 @@ def test_image_folder_follows_the_layout_present(tmp_path):
 def test_non_json_file_is_one_reject(tmp_path):
     items = _read(tmp_path, "train", "[{\"split\": \"train\", ")
     assert [(i.native_id, i.reason, i.location) for i in items] == [
-        (None, "malformed_record", "aokvqa_v1p0_train.json"),
+        (None, "unreadable_file", "aokvqa_v1p0_train.json"),
     ]

@@ -9,10 +9,11 @@ import pytest
 from pipeline.demo import write_source
 from pipeline.quarantine import Reject
 from pipeline.sources import SourceLayoutError, get_reader
-from pipeline.sources.base import Sample
+from pipeline.sources.base import Sample, Skip
+from pipeline.sources.layout import locate
 from pipeline.sources.chartqa import list_items
 from pipeline.storage import Root
-from tests.pipeline.sources.helpers import ingest_demo, reject_key
+from tests.pipeline.sources.helpers import ingest_demo, read_located, reject_key
 
 SOURCE = "chartqa"
 TOP = "ChartQA Dataset"
@@ -37,7 +38,7 @@ def test_demo_ingests_with_exact_rows_and_planted_rejects(tmp_path):
 
     r = rows["chartqa/test/human/0"]
     assert r["split"] == "test"
-    assert r["image_path"] == f"{TOP}/test/png/1049.png"
+    assert r["image_path"] == "test/png/1049.png"  # relative to the 'ChartQA Dataset' folder
     assert r["question"] == "What is the value of Ghana?"
     assert r["answer"] == "18"
     assert r["options"] == [] and r["hints"] == []
@@ -98,23 +99,20 @@ def test_same_seed_gives_identical_files(tmp_path):
 
 def test_missing_folder_and_wrong_layout_raise(tmp_path):
     reader = get_reader(SOURCE)
-    with pytest.raises(SourceLayoutError, match="ChartQA Dataset/\\*/\\*_human.json"):
-        reader.check_layout(Root(str(tmp_path / "nope")))
-    wrong = tmp_path / "wrong" / "ChartQA_Dataset" / "train"  # underscore instead of the space
+    with pytest.raises(SourceLayoutError, match="does not exist"):
+        locate(reader, Root(str(tmp_path / "nope")))
+    wrong = tmp_path / "wrong" / "ChartQA_Dataset" / "train" / "extra"  # underscore, one level too deep
     wrong.mkdir(parents=True)
     (wrong / "train_human.json").write_text("[]")
-    with pytest.raises(SourceLayoutError, match="ChartQA Dataset/\\*/\\*_human.json"):
-        reader.check_layout(Root(str(tmp_path / "wrong")))
+    with pytest.raises(SourceLayoutError, match="One level down, .* holds: ChartQA_Dataset/"):
+        locate(reader, Root(str(tmp_path / "wrong")))
 
 
 def _read(tmp_path, split, origin, payload):
     folder = tmp_path / "src" / TOP / split
     folder.mkdir(parents=True, exist_ok=True)
     (folder / f"{split}_{origin}.json").write_text(payload if isinstance(payload, str) else json.dumps(payload))
-    root = Root(str(tmp_path / "src"))
-    reader = get_reader(SOURCE)
-    reader.check_layout(root)
-    return list(reader.read(root))
+    return read_located(SOURCE, Root(str(tmp_path / "src")))
 
 
 def test_broken_inputs_become_rejects(tmp_path):
@@ -133,10 +131,10 @@ def test_broken_inputs_become_rejects(tmp_path):
         ("val/human/2", "malformed_record"), ("val/human/3", "malformed_record"),
         ("val/human/4", "malformed_record"),
     ]
-    assert "label" in rejects[0].detail and rejects[0].location == f"{TOP}/val/val_human.json[0]"
+    assert "label" in rejects[0].detail and rejects[0].location == "val/val_human.json[0]"
     samples = [i for i in items if isinstance(i, Sample)]
     assert [(s.native_id, s.answer, s.image_path) for s in samples] == [
-        ("val/human/5", "12", f"{TOP}/val/png/1.png"), ("val/human/6", "0.72", f"{TOP}/val/png/1.png"),
+        ("val/human/5", "12", "val/png/1.png"), ("val/human/6", "0.72", "val/png/1.png"),
     ]
 
 
@@ -144,13 +142,15 @@ def test_non_json_file_is_one_reject_and_the_other_file_still_read(tmp_path):
     _read(tmp_path, "train", "augmented", [{"imgname": "a.png", "query": "Q?", "label": "1"}])
     items = _read(tmp_path, "train", "human", "<html>not json</html>")
     assert [(i.native_id, i.reason, i.location) for i in items if isinstance(i, Reject)] == [
-        (None, "malformed_record", f"{TOP}/train/train_human.json"),
+        (None, "unreadable_file", "train/train_human.json"),
     ]
     assert [i.native_id for i in items if isinstance(i, Sample)] == ["train/augmented/0"]
 
 
-def test_files_of_another_split_name_are_ignored(tmp_path):
+def test_files_of_another_split_name_are_skipped_and_reported(tmp_path):
     items = _read(tmp_path, "train", "human", [{"imgname": "a.png", "query": "Q?", "label": "1"}])
     (tmp_path / "src" / TOP / "train" / "val_human.json").write_text("[{}]")  # misplaced copy
-    items = list(get_reader(SOURCE).read(Root(str(tmp_path / "src"))))
-    assert [i.native_id for i in items] == ["train/human/0"]
+    items = read_located(SOURCE, Root(str(tmp_path / "src")))
+    assert [i.native_id for i in items if isinstance(i, Sample)] == ["train/human/0"]
+    assert [(i.location, "not a ChartQA annotation file name" in i.reason) for i in items if isinstance(i, Skip)] == [
+        ("train/val_human.json", True)]

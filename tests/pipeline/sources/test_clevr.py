@@ -161,7 +161,7 @@ def test_broken_inputs_become_rejects(tmp_path):
     assert rows["clevr/val/4"]["answer"] == "3"  # an integer count is taken as its digits
     assert rows["clevr/val/5"]["image_path"] == "images/val/CLEVR_val_000004.png"  # rebuilt from the index
     got = {(r["native_id"], r["reason"]) for r in rejects}
-    assert got == {(None, "malformed_record"), ("val/1", "malformed_record"), ("val/2", "malformed_record"),
+    assert got == {(None, "unreadable_file"), (None, "malformed_record"), ("val/1", "malformed_record"), ("val/2", "malformed_record"),
                    ("val/3", "malformed_record")}
     non_json = [r for r in rejects if r["location"] == "questions/CLEVR_train_questions.json"]
     assert len(non_json) == 1 and "not valid JSON" in non_json[0]["detail"]

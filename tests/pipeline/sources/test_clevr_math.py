@@ -59,7 +59,7 @@ def test_quarantine_is_exactly_the_planted_rows(demo):
     _, planted, summary, _, rejects = demo
     assert {(r["native_id"], r["reason"]) for r in rejects} == {(p.native_id, p.reason) for p in planted}
     assert len(rejects) == len(planted)
-    assert {p.reason for p in planted} == {"missing_image", "unreadable_image", "malformed_record",
+    assert {p.reason for p in planted} == {"missing_image", "unreadable_image", "malformed_record", "unreadable_file",
                                            "empty_question", "no_image"}
     cut = [r for r in rejects if r["native_id"] is None]
     assert cut[0]["location"] == "clevr-math-multihop/clevr-math-val.json"
@@ -154,9 +154,9 @@ def test_broken_inputs_become_rejects(tmp_path):
     assert rows["clevr_math/general/val/5"]["image_path"] == "CLEVR_v1.0/images/val/CLEVR_val_000000.png"
     got = sorted(((r["native_id"] or ""), r["reason"], r["location"]) for r in rejects)
     assert got == [
-        ("", "malformed_record", "clevr-math-multihop.zip"),
-        ("", "malformed_record", "clevr-math.zip!clevr-math-train.json"),
         ("", "malformed_record", "clevr-math.zip!clevr-math-val.json#7"),
+        ("", "unreadable_file", "clevr-math-multihop.zip"),
+        ("", "unreadable_file", "clevr-math.zip!clevr-math-train.json"),
         ("general/val/2", "malformed_record", "clevr-math.zip!clevr-math-val.json#2"),
         ("general/val/3", "malformed_record", "clevr-math.zip!clevr-math-val.json#3"),
         ("general/val/4", "empty_question", "clevr_math:general/val/4"),

@@ -160,7 +160,7 @@ def test_non_json_file_is_one_reject_and_test_is_skipped(tmp_path):
     _read(tmp_path, "spdocvqa_qas/val_v1.0_withQT.json", [_good(questionId=77)])
     items = _read(tmp_path, "spdocvqa_qas/train_v1.0_withQT.json", "not json at all")
     assert [(i.native_id, i.reason, i.location) for i in items if isinstance(i, Reject)] == [
-        (None, "malformed_record", "spdocvqa_qas/train_v1.0_withQT.json"),
+        (None, "unreadable_file", "spdocvqa_qas/train_v1.0_withQT.json"),
     ]
     assert [(i.native_id, i.split) for i in items if isinstance(i, Sample)] == [("val/77", "val")]
 

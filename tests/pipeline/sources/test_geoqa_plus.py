@@ -1,6 +1,7 @@
 """GeoQA+ reader: both released forms, the restricted unpickler, images rendered once, broken inputs."""
 import io
 import json
+import re
 import pickle
 
 import numpy as np
@@ -12,13 +13,13 @@ from pipeline.demo import write_source
 from pipeline.fingerprint import fingerprint
 from pipeline.ingest import ingest_source
 from pipeline.sources import SourceLayoutError, get_reader
-from pipeline.sources.geoqa_plus import UnsafePickleError, answer_letter, safe_load, split_prompt
+from pipeline.sources.geoqa_plus import AUXILIARY_PICKLES, array_key, UnsafePickleError, answer_letter, safe_load, split_prompt
 from pipeline.storage import Root
 
 
 def ingest(tmp_path, src, out="out"):
     out = Root(str(tmp_path / out))
-    summary = ingest_source("geoqa_plus", src, out)
+    summary = ingest_source("geoqa_plus", src, out, derived=Root(str(tmp_path / "derived")))
     rows = pq.read_table(out.path("samples.parquet")).to_pylist()
     rejects = pq.read_table(out.path("quarantine.parquet")).to_pylist()
     return summary, {r["id"]: r for r in rows}, rejects
@@ -53,7 +54,7 @@ def test_demo_rows_and_known_values(demo):
     # the original form: Chinese subject, rendered diagram, options from `choices`
     p = rows["geoqa_plus/GeoQA2.2/dev/1007"]
     assert p["split"] == "val"
-    assert p["image_path"] == "_derived/GeoQA2.2/dev/1007.png"
+    assert re.fullmatch(r"_derived/png/[0-9a-f]{64}\.png", p["image_path"])  # named by the array's content
     assert p["question"] == "如图，点A、B、C都在⊙O上，∠AOB=100°，则∠ACB的度数为（）"
     assert p["options"] == ["50°", "40°", "130°", "100°"] and p["answer"] == "A"
     assert p["conversations"] == [
@@ -79,15 +80,19 @@ def test_rendered_images_match_the_arrays_and_are_written_once(demo):
     tmp, src, _, _, rows, _ = demo
     with src.open("GeoQA2.2/dev.pk") as f:
         records = {r["id"]: r for r in safe_load(f)}
-    with src.open("_derived/GeoQA2.2/dev/1007.png") as f:
+    derived = Root(str(tmp / "derived"))
+    rel = rows["geoqa_plus/GeoQA2.2/dev/1007"]["image_path"][len("_derived/"):]
+    assert rel == f"png/{array_key(records[1007]['image'])}.png"
+    with derived.open(rel) as f:
         png = np.asarray(Image.open(f))
     assert np.array_equal(png, records[1007]["image"])
-    before = src.fs.info(src.path("_derived/GeoQA2.2/dev/1007.png"))["mtime"]
+    assert not src.exists("_derived")  # nothing is written into the raw folder
+    before = derived.fs.info(derived.path(rel))["mtime"]
     print_before = fingerprint(src)
     _, rows2, _ = ingest(tmp, src, out="again")
     assert rows2.keys() == rows.keys()
-    assert src.fs.info(src.path("_derived/GeoQA2.2/dev/1007.png"))["mtime"] == before  # not rewritten
-    assert fingerprint(src) == print_before  # and _derived/ is not part of the source's fingerprint
+    assert derived.fs.info(derived.path(rel))["mtime"] == before  # not rendered again
+    assert fingerprint(src) == print_before
 
 
 def test_same_seed_same_bytes(tmp_path):
@@ -168,13 +173,15 @@ def test_pickle_form_broken_files(tmp_path):
     assert rows["geoqa_plus/new-test/3"]["split"] == "test"
     assert rows["geoqa_plus/new-test/4"]["options"] == ["40", "50", "60", "70"]
     assert rows["geoqa_plus/new-test/a_b"]["answer"] == "D"
-    assert rows["geoqa_plus/new-test/a_b"]["image_path"] == "_derived/new-test/a_b.png"
+    assert rows["geoqa_plus/new-test/a_b"]["image_path"].startswith("_derived/png/")
     got = sorted((r["native_id"] or "", r["reason"], r["location"]) for r in rejects)
+    assert summary.skipped == [{"location": "sub_dataset_dict.pk", "reason": AUXILIARY_PICKLES["sub_dataset_dict.pk"],
+                                "rows": 0}]
     assert got == [
-        ("", "malformed_record", "adict.pk"),
         ("", "malformed_record", "new-test.pk#3"),
-        ("", "malformed_record", "truncated.pk"),
+        ("", "unreadable_file", "truncated.pk"),
         ("", "unsafe_file", "evil.pk"),
+        ("", "wrong_shape", "adict.pk"),
         ("new-test/5", "unreadable_image", "new-test.pk#2"),
     ]
 
@@ -210,7 +217,7 @@ def test_llava_form_parsing(tmp_path):
     # a qa_tuning.json that is not JSON: one reject, not a crash
     (src / "qa_tuning.json").write_text("[{\"image\": ")
     _, got2, rejects2 = ingest(tmp_path, Root(str(src)), out="out2")
-    assert got2 == {} and [(r["native_id"], r["reason"]) for r in rejects2] == [(None, "malformed_record")]
+    assert got2 == {} and [(r["native_id"], r["reason"]) for r in rejects2] == [(None, "unreadable_file")]
 
 
 def test_answer_helpers():
@@ -236,7 +243,7 @@ def test_geoqa3_json_form_and_precedence(tmp_path):
     assert r["split"] == "unassigned" and r["image_path"] == "GeoQA3/image/5.png"
     assert r["answer"] == "C" and json.loads(r["meta"])["answer_text"] == "40°"
     assert sorted((x["native_id"] or "", x["reason"]) for x in rejects) == [
-        ("", "malformed_record"), ("GeoQA3/7", "bad_option_index")]
+        ("", "unreadable_file"), ("GeoQA3/7", "bad_option_index")]
     # with the pickles present, the GeoQA3/json copy of the same problems is not read again
     (src / "train.pk").write_bytes(pickle.dumps([_problem(5)], protocol=4))
     _, rows2, rejects2 = ingest(tmp_path, Root(str(src)), out="out2")

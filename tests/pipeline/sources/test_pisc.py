@@ -166,10 +166,10 @@ def test_unassigned_split_and_non_json_files(tmp_path):
     assert rows["pisc/3/1-2"]["split"] == "unassigned"
     assert rows["pisc/3/1-2"]["answer"] == "F"
     assert [(r["native_id"], r["reason"], r["location"]) for r in rejects] == [
-        (None, "malformed_record", "relationship_split/relation_trainidx.json")]
+        (None, "unreadable_file", "relationship_split/relation_trainidx.json")]
     # a relationship file that is not JSON: one reject, not a crash
     src2 = _source(tmp_path / "b", info, {}, {"train": ["3"]}, images=(3,), raw={"relationship.json": "{oops"})
     _, rows2, rejects2 = ingest(tmp_path / "b", src2)
     assert rows2 == {}
     assert [(r["native_id"], r["reason"], r["location"]) for r in rejects2] == [
-        (None, "malformed_record", "relationship.json")]
+        (None, "unreadable_file", "relationship.json")]

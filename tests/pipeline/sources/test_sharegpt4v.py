@@ -13,9 +13,9 @@ from pipeline.demo.sharegpt4v import CAPTION_STEM, MIX_STEM
 from pipeline.ingest import ingest_source
 from pipeline.quarantine import Reject
 from pipeline.sources import SourceLayoutError, get_reader
-from pipeline.sources.base import Sample
+from pipeline.sources.base import Sample, Skip
 from pipeline.storage import Root
-from tests.pipeline.sources.helpers import ingest_demo, reject_key
+from tests.pipeline.sources.helpers import expand, ingest_demo, reject_key
 
 SOURCE = "sharegpt4v"
 
@@ -119,7 +119,7 @@ def _read(tmp_path, name, payload, where="sharegpt4v"):
     root = Root(str(tmp_path / "src"))
     reader = get_reader(SOURCE)
     reader.check_layout(root)
-    return list(reader.read(root))
+    return expand(reader.read(root))
 
 
 def test_broken_inputs_become_rejects(tmp_path):
@@ -136,26 +136,47 @@ def test_broken_inputs_become_rejects(tmp_path):
         ["not", "a", "record"],
         {"id": 12, "image": "./coco//train2017/12.jpg", "conversations": list(ok)},  # int id, messy path
     ])
-    rejects = [i for i in items if isinstance(i, Reject)]
+    rejects = sorted((i for i in items if isinstance(i, Reject)), key=lambda r: r.location)
     assert [(r.native_id, r.reason) for r in rejects] == [
         ("x/a", "malformed_record"), ("x/b", "malformed_record"), ("x/c", "malformed_record"),
         ("x/d", "malformed_record"), ("x/e", "malformed_record"), ("x/f", "malformed_record"),
         (None, "malformed_record"), (None, "malformed_record"),
     ]
     assert "alternate" in rejects[3].detail and rejects[3].location == "sharegpt4v/x.json[3]"
+    assert "not an object" in rejects[7].detail  # the list: never handed to Arrow's reader
     (good,) = [i for i in items if isinstance(i, Sample)]
     assert good.native_id == "x/12" and good.image_path == "coco/train2017/12.jpg"
     assert good.question == "What is it?" and good.answer == "A cat."
 
 
-def test_non_json_file_is_one_reject_and_other_files_still_read(tmp_path):
+def test_a_file_cut_short_keeps_its_rows_and_other_files_still_read(tmp_path):
     _read(tmp_path, "good.json", [{"id": "1", "image": "a.jpg", "conversations": [
         {"from": "human", "value": "<image>\nQ?"}, {"from": "gpt", "value": "A."}]}], where="")
-    items = _read(tmp_path, "broken.json", "this is not json {")
+    cut = json.dumps([{"id": str(i), "image": "a.jpg", "conversations": [
+        {"from": "human", "value": "<image>\nQ?"}, {"from": "gpt", "value": "A."}]} for i in range(3)])[:-40]
+    items = _read(tmp_path, "broken.json", cut)
     rejects = [i for i in items if isinstance(i, Reject)]
-    assert [(r.native_id, r.reason, r.location) for r in rejects] == [(None, "malformed_record", "sharegpt4v/broken.json")]
+    assert [(r.native_id, r.reason, r.location) for r in rejects] == [(None, "unreadable_file", "sharegpt4v/broken.json")]
+    assert "2 records before it were read" in rejects[0].detail and rejects[0].rows is None
     # a top-level file is read too (plain LLaVA layout), named by its own stem
+    assert [i.native_id for i in items if isinstance(i, Sample)] == ["broken/0", "broken/1", "good/1"]
+
+
+def test_json_files_that_are_not_llava_records_are_skipped_and_reported(tmp_path):
+    """The real data/ folder holds other datasets' JSON (COCO instances, a TextVQA file, ...)."""
+    _read(tmp_path, "good.json", [{"id": "1", "image": "a.jpg", "conversations": [
+        {"from": "human", "value": "<image>\nQ?"}, {"from": "gpt", "value": "A."}]}])
+    _read(tmp_path, "instances_train2017.json", {"images": [], "annotations": [], "categories": []}, where="")
+    _read(tmp_path, "captions.json", [{"image_id": 1, "caption": "a cat"}], where="")
+    items = _read(tmp_path, "notes.json", "this is not json {", where="")
+    skips = sorted((i.location, i.reason) for i in items if isinstance(i, Skip))
+    assert [loc for loc, _ in skips] == ["captions.json", "instances_train2017.json", "notes.json"]
+    assert all(reason.startswith("not ShareGPT4V/LLaVA records") for _, reason in skips)
     assert [i.native_id for i in items if isinstance(i, Sample)] == ["good/1"]
+    assert not [i for i in items if isinstance(i, Reject)]
+    # in sharegpt4v/ every file is this dataset's: an unreadable one is a reject, never a skip
+    items = _read(tmp_path, "broken.json", "this is not json {")
+    assert [(i.location, i.reason) for i in items if isinstance(i, Reject)] == [("sharegpt4v/broken.json", "unreadable_file")]
 
 
 def test_text_only_records_are_read_then_quarantined_as_no_image(tmp_path):
@@ -177,9 +198,9 @@ def test_hidden_files_are_not_annotation_files(tmp_path):
     assert items == []
 
 
-def test_json_array_streaming_handles_values_across_chunk_boundaries(tmp_path, monkeypatch):
-    """Long values and many records: what the reader yields equals json.load of the file."""
-    from pipeline.sources import base
+def test_json_records_equal_json_load_on_long_values_and_many_records(tmp_path):
+    """Long values, escapes and many records: what the JSON path yields equals json.load of the file."""
+    from pipeline.sources import jsonio
 
     records = [
         {"id": str(i), "image": f"coco/train2017/{i}.jpg", "conversations": [
@@ -191,5 +212,5 @@ def test_json_array_streaming_handles_values_across_chunk_boundaries(tmp_path, m
     folder.mkdir(parents=True)
     (folder / "big.json").write_text(json.dumps(records, indent=1, ensure_ascii=False), encoding="utf-8")
     root = Root(str(tmp_path / "src"))
-    streamed = list(base.iter_json_array(root, "sharegpt4v/big.json"))
-    assert streamed == records
+    assert [r for _, r in jsonio.records(root, "sharegpt4v/big.json")] == records
+    assert [s.native_id for s in _read(tmp_path, "big.json", records)] == [f"big/{i}" for i in range(300)]

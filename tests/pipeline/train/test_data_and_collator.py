@@ -215,3 +215,56 @@ def test_tiny_model_is_deterministic_and_written_once(tiny_model, tmp_path):
     assert write_tiny_model(other, seed=0) == other
     assert os.stat(os.path.join(other, "model.safetensors")).st_mtime_ns == stamp
     assert json.load(open(os.path.join(other, MARKER)))["seed"] == 0
+
+
+def test_length_grouping_cuts_padding_and_keeps_the_order_resumable():
+    rng = np.random.default_rng(3)
+    groups = [40, 40, 40, 40, 17]
+    lengths = rng.lognormal(6, 0.4, sum(groups)).astype(int)
+    kw = dict(rank=1, world_size=2, seed=5, epochs=2, lengths=lengths, group_batches=16)
+    s = ResumableBatchSampler(groups, 4, **kw)
+    plain = ResumableBatchSampler(groups, 4, rank=1, world_size=2, seed=5, epochs=2)
+
+    def useful(batches):
+        return sum(lengths[b].sum() for b in batches) / sum(len(b) * lengths[b].max() for b in batches)
+
+    batches = s.epoch_batches(0)
+    assert len(batches) == len(plain.epoch_batches(0)) == s.batches_per_epoch
+    assert sorted(i for b in batches for i in b) == sorted(i for b in plain.epoch_batches(0) for i in b)  # same rows
+    assert useful(batches) > 0.9 and useful(batches) > useful(plain.epoch_batches(0)) + 0.15
+    full = list(s)
+    for start in (0, 3, 9, len(full) - 1):  # a position resumes it exactly
+        assert list(ResumableBatchSampler(groups, 4, start=start, **kw)) == full[start:]
+    assert s.epoch_batches(0) != s.epoch_batches(1)
+    # every rank takes its windows' batches in the same length order
+    other = ResumableBatchSampler(groups, 4, **{**kw, "rank": 0})
+    rank_order = [np.argsort([-lengths[b].max() for b in w]).tolist()
+                  for w in (other.epoch_batches(0)[:16], batches[:16])]
+    assert rank_order[0] == rank_order[1]
+    with pytest.raises(ValueError):
+        ResumableBatchSampler(groups, 4, lengths=lengths[:-1], group_batches=8)
+
+
+def test_row_lengths_count_tokens_of_every_turn(shards, processor):
+    ds = ShardDataset(shards)
+    lengths = ds.row_lengths(processor.tokenizer)
+    tok = processor.tokenizer
+    for i in (0, 9):
+        expected = sum(len(tok(t["value"], add_special_tokens=False)["input_ids"]) for t in ds[i]["conversations"])
+        assert lengths[i] == expected
+    assert ds.row_lengths()[0] == sum(len(t["value"]) for t in ds[0]["conversations"])  # characters without a tokenizer
+
+
+def test_the_demo_size_is_wider_and_has_no_dropout(tmp_path):
+    from transformers import AutoConfig, AutoTokenizer
+
+    demo = write_tiny_model(tmp_path / "demo", size="demo")
+    config = AutoConfig.from_pretrained(demo)
+    assert config.text_config.hidden_size == 128 and config.text_config.dropout == 0.0
+    assert json.load(open(os.path.join(demo, MARKER)))["size"] == "demo"
+    tok = AutoTokenizer.from_pretrained(demo)
+    ids = tok("<SUMMARY>\nx\n</SUMMARY>", add_special_tokens=False)["input_ids"]
+    assert tok.convert_ids_to_tokens([ids[0], ids[-1]]) == ["<SUMMARY>", "</SUMMARY>"]  # a tag is one token
+    assert tok.decode(ids, skip_special_tokens=True) == "<SUMMARY>\nx\n</SUMMARY>"  # and is kept when decoding
+    with pytest.raises(ValueError):
+        write_tiny_model(tmp_path / "x", size="huge")

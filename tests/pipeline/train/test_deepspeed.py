@@ -13,16 +13,17 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.train.data import ResumableBatchSampler
+from pipeline.train.data import ResumableBatchSampler, ShardDataset
 from pipeline.train.report import read_metrics
 from tests.pipeline.train.synthetic import LAYOUT
 
 REPO = Path(__file__).resolve().parents[3]
 TIMEOUT = 240  # seconds per run: a rank waiting on a collective the other never joins fails here
 SEED = 4  # with this seed the ranks' micro-batches differ in kind (checked below)
+GROUP = 2  # length grouping in windows of 2 micro-batches: the order the resumed run must continue
 COMMON = ["--max-steps", "6", "--per-device-batch-size", "2", "--grad-accum", "2", "--lr", "3e-3",
           "--warmup-steps", "1", "--seed", str(SEED), "--num-workers", "0", "--save-every", "3",
-          "--zero-stage", "3"]
+          "--zero-stage", "3", "--group-by-length", str(GROUP)]
 
 pytestmark = pytest.mark.slow
 
@@ -47,14 +48,24 @@ def straight(tiny_model, shards, tmp_path_factory) -> Path:
     return out
 
 
-def test_the_two_ranks_get_different_mixes():
-    # the premise of the next test: at some micro-step one rank has only text-only rows while the
-    # other has only image rows (Mllama would skip its vision tower on one rank and not the other)
-    kinds = [[["".join(LAYOUT[i] for i in b) for b in ResumableBatchSampler(
-        [4, 4, 4, 4], 2, rank=r, world_size=2, seed=SEED).epoch_batches(e)] for e in range(3)] for r in (0, 1)]
+def _samplers(shards, processor, group: int) -> list[ResumableBatchSampler]:
+    ds = ShardDataset(shards)
+    lengths = ds.row_lengths(processor.tokenizer)
+    return [ResumableBatchSampler(ds.group_rows, 2, rank=r, world_size=2, seed=SEED, lengths=lengths, group_batches=group)
+            for r in (0, 1)]
+
+
+def test_the_two_ranks_get_different_mixes_in_length_grouped_order(shards, processor):
+    # the premise of the next tests: at some micro-step one rank has only text-only rows while the
+    # other has only image rows (Mllama would skip its vision tower on one rank and not the other),
+    # and the trainer's order is the length-grouped one (not the plain shuffled order)
+    samplers = _samplers(shards, processor, GROUP)
+    kinds = [[["".join(LAYOUT[i] for i in b) for b in s.epoch_batches(e)] for e in range(3)] for s in samplers]
     pairs = [(a, b) for e in range(3) for a, b in zip(kinds[0][e], kinds[1][e])]
     assert ("TT", "II") in pairs or ("II", "TT") in pairs
     assert any(a != b for a, b in pairs)
+    ungrouped = _samplers(shards, processor, 0)
+    assert [s.epoch_batches(0) for s in samplers] != [s.epoch_batches(0) for s in ungrouped]
 
 
 def test_zero3_on_two_cpu_ranks_with_mixed_batches_trains(straight):
@@ -83,6 +94,10 @@ def test_resume_continues_exactly(straight, tiny_model, shards, tmp_path):
     assert got == expected  # identical floats at every step, not merely close
     resumed = read_metrics(str(out), "open")[1]["config"]
     assert resumed["start_step"] == 3 and resumed["resumed_from"].endswith("step-0000003")
+    assert resumed["group_by_length"] == GROUP
+    # the per-step speed figures are there too (the host-side counts are exact, so they match as well)
+    assert [m["useful_token_fraction"] for m in read_metrics(str(out))] == \
+        [m["useful_token_fraction"] for m in read_metrics(str(straight))]
 
 
 def test_export_loads_with_from_pretrained_and_generates(straight, tiny_model, shards):
