@@ -33,14 +33,17 @@ def _readers_version() -> str:
     "data version of each partition is a fingerprint of its folder listing (paths, sizes, stamps).",
 )
 def source_files(data_store: DataStore) -> dg.DataVersionsByPartition:
-    versions = {}
-    for source in SOURCES:
-        try:
-            digest, _, _ = data_store.fingerprint(source)
-        except DemoRefused:  # the folder as it is; raw_samples reports the refusal and what to do
-            digest, _, _ = fingerprint(data_store.raw_root().child(source))
-        versions[source] = dg.DataVersion(digest)
-    return dg.DataVersionsByPartition(versions)
+    return dg.DataVersionsByPartition({source: dg.DataVersion(observed_version(data_store, source))
+                                       for source in SOURCES})
+
+
+def observed_version(data_store: DataStore, source: str) -> str:
+    """The data version source_files records for `source` (the main command compares with it)."""
+    try:
+        digest, _, _ = data_store.fingerprint(source)
+    except DemoRefused:  # the folder as it is; raw_samples reports the refusal and what to do
+        digest, _, _ = fingerprint(data_store.raw_root().child(source))
+    return digest
 
 
 RAW_CHECKS = [

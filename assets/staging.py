@@ -4,7 +4,8 @@ when every one of its blocking checks passes (pipeline/publish.py does the file 
 When a check fails, the step yields only its check results: Dagster records the failed checks for
 the partition, records no materialisation (so the partition's latest materialisation, its data
 version and the published files all stay the previous good ones) and fails the step, so nothing
-downstream runs. The asset must be declared with `output_required=False`.
+downstream runs. The metadata the materialisation would have had goes with the failed checks, so
+the UI shows why. The asset must be declared with `output_required=False`.
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ def gate(staging: Staged, checks: Sequence[dg.AssetCheckResult], result: dg.Mate
             f"the rejected output is in {kept.uri}")
     for c in checks:
         yield c if c.passed else dg.AssetCheckResult(
-            check_name=c.check_name, passed=False, severity=c.severity, metadata=c.metadata,
+            check_name=c.check_name, passed=False, severity=c.severity,
+            metadata={**(result.metadata or {}), **c.metadata, "rejected_output": dg.MetadataValue.path(kept.uri)},
             description=(c.description or f"{c.check_name} failed") + note,
         )

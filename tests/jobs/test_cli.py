@@ -39,6 +39,7 @@ def built(tmp_path_factory):
         from jobs import cli
 
         assert cli.main(["run"]) == 0, "the first run of the whole graph failed"
+    importlib.reload(definitions)  # the environment as it was
     shutil.copytree(work, snapshot)
     yield work, snapshot
 
@@ -57,6 +58,7 @@ def cli(built, monkeypatch):
     instance = dg.DagsterInstance.from_config(str(work / "home"))
     yield cli_module, definitions, instance, work
     instance.dispose()
+    monkeypatch.undo()
     importlib.reload(definitions)
 
 

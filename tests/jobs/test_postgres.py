@@ -3,6 +3,7 @@ its run queue, and `llavacot run` submitting two sources that run at the same ti
 in PostgreSQL then holds the lineage and the per-partition checks, and the teacher's pool held."""
 from __future__ import annotations
 
+import importlib
 import os
 import shutil
 import signal
@@ -46,6 +47,9 @@ def team_instance(server, tmp_path, monkeypatch):
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    import definitions
+
+    importlib.reload(definitions)  # this environment's deployment, as the daemon's code server loads it
     log = open(tmp_path / "daemon.log", "wb")
     daemon = subprocess.Popen([sys.executable, "-m", "dagster._daemon", "run", "-w", "workspace.yaml"],
                               cwd=REPO, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT,
@@ -69,6 +73,8 @@ def team_instance(server, tmp_path, monkeypatch):
             os.killpg(daemon.pid, signal.SIGKILL)
             daemon.wait(10)
         log.close()
+        monkeypatch.undo()
+        importlib.reload(definitions)
 
 
 def _span(instance, run_id: str, step: str | None = None) -> tuple[float, float]:
@@ -127,7 +133,8 @@ def test_two_sources_run_at_once_through_the_queue_and_postgres_records_it_all(t
         assert tags["dagster/input_event_pointer/annotations"] == str(ann.storage_id)
         assert tags["dagster/input_data_version/annotations"]
         for key in ("raw_samples", "subsample", "annotations", "validated"):
-            assert records.stale.get_status(dg.AssetKey(key), source).value == "FRESH", (key, source)
+            assert records.stale.get_status(dg.AssetKey(key), source).value == "FRESH", \
+                (key, source, records.stale.get_stale_causes(dg.AssetKey(key), source))
         # the per-partition checks
         checks = [dg.AssetCheckKey(dg.AssetKey("validated"), n) for n in ("validity_rate", "no_duplicate_ids")]
         latest = instance.event_log_storage.get_latest_asset_check_execution_by_key(
