@@ -55,7 +55,8 @@ def _resources(deployment: str) -> dict:
             # small shards and a larger validation share, so the tiny sample shows both splits
             "dataset": DatasetSettings(validation_fraction=0.1, shard_target_mb=1.0),
             # two CPU ranks on this host, the tiny model: a real DeepSpeed run of about a minute
-            "launcher": TrainingLauncher(kind="local", nproc_per_node=2),
+            # OMP_NUM_THREADS=1 is what torchrun sets anyway; set here, torchrun does not warn about it
+            "launcher": TrainingLauncher(kind="local", nproc_per_node=2, env={"OMP_NUM_THREADS": "1"}),
             "training": TrainingSettings(tiny_model=True, tiny_model_size="demo", max_steps=TINY_STEPS, lr=5e-3,
                                          warmup_steps=10, per_device_batch_size=4, zero_stage=2, max_length=512,
                                          save_every=TINY_STEPS, num_workers=0),
