@@ -101,8 +101,8 @@ def main() -> int:
             "dagster-daemon serving the queue (a new process per run, launched by the daemon).\n\n"
             f"Command (from the repository root, venv active): `python benchmarks/run_overhead.py --readme`\n\n"
             f"Latest run ({time.strftime('%Y-%m-%d')}, {machine}):\n\n```\n" + "\n".join(lines) + "\n```\n\n"
-            "Most of `here`'s extra second is Dagster writing the run's snapshots and planned-materialisation "
-            "events (the local SQLite event log opens one database per run). The main command makes one "
+            "`here` records what `in process` records, and the run's snapshots taken from the code location "
+            "(what puts it on the job page); the two differ by noise on this shared machine. The main command makes one "
             "run per source and one per later stage (the 30 evaluation assets are one run), about 15 on a "
             "first run and none on a run with nothing to do; `queued` pays a Python start-up per run, "
             "which is why the command executes runs itself when no daemon serves the queue.\n",
