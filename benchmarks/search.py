@@ -196,8 +196,8 @@ def main() -> None:
     load_before = os.getloadavg()[0]
 
     # warm-up (first-call allocations, lazy imports)
-    measure("stage_beam", eff, img, SearchConfig(beam=2, budgets={k: 4 for k in BUDGETS}))
-    measure("stage_beam", naive, img, SearchConfig(beam=2, budgets={k: 4 for k in BUDGETS}))
+    measure("stage_beam", eff, img, SearchConfig(beam=2, budgets={k: 4 for k in BUDGETS}, give_up_without_tags=False))
+    measure("stage_beam", naive, img, SearchConfig(beam=2, budgets={k: 4 for k in BUDGETS}, give_up_without_tags=False))
 
     cells = [("direct", "direct", eff, 1)] + [(("efficient", n), "stage_beam", eff, n) for n in beams] + \
             [(("naive", n), "stage_beam", naive, n) for n in beams]
@@ -207,7 +207,7 @@ def main() -> None:
         mark = {key: len(rs) for key, rs in runs.items()}
         for _ in range(args.repeat):           # interleaved, so a busy spell hits every cell alike
             for key, strategy, core, n in cells:
-                runs[key].append(measure(strategy, core, img, SearchConfig(beam=n, budgets=BUDGETS)))
+                runs[key].append(measure(strategy, core, img, SearchConfig(beam=n, budgets=BUDGETS, give_up_without_tags=False)))
         if 4 in beams:
             rb = {key: min(rs[mark[key]:], key=lambda r: r.cpu) for key, rs in runs.items()}
             per_round.append((rb[("naive", 4)].cpu / rb[("efficient", 4)].cpu,
@@ -224,7 +224,7 @@ def main() -> None:
 
     shown = os.path.relpath(path, ROOT) if Path(path).resolve().is_relative_to(ROOT) else path
     out = [f"model       {origin}: {shown} ({params / 1e6:.2f} M parameters)",
-           f"budgets     {BUDGETS} new tokens per candidate; end of text suppressed; 4-token greedy verdicts",
+           f"budgets     {BUDGETS} new tokens per candidate; end of text suppressed; verdicts from log-probabilities (judge auto)",
            f"runs        best of {args.rounds} rounds x {args.repeat} runs per cell (interleaved), torch threads {args.threads}, "
            f"load average before: {load_before:.2f}", "",
            line("direct", "direct")]
@@ -280,7 +280,8 @@ def main() -> None:
             "tag leaves the batch), the winner alone is fed on to the next stage, stop strings are matched on "
             "a few trailing characters per row, the comparisons of a knockout round (and the reasoning "
             "pre-check of all candidates) are one batch over a judge prefix (question and answer so far) "
-            "encoded once and extended from stage to stage, and verdicts are greedy and at most 4 tokens. "
+            "encoded once and extended from stage to stage, and verdicts are read from log-probabilities (no "
+            "decoding; for a four-stage model from the candidates' decode-time log-probabilities, no forward). "
             "The naive path does 4N candidate `generate` calls plus N-1 judge calls per stage (and up to 2 "
             "pre-checks per reasoning comparison), each from scratch: at most the 4N + 6(N-1) sequential calls "
             "of the public code (`generate` + `judge` columns; fewer when a pre-check decides a comparison).\n\n"
@@ -289,7 +290,7 @@ def main() -> None:
             "re-running the vision tower over 4 x 1601 patches and re-encoding the whole prefix for every "
             "candidate and every comparison, is nearly free here; the speed-up over naive is then close to "
             "the ratio of forward calls (`fwd calls`), about N, plus the naive path's heavier calls. The naive "
-            "mode also keeps the same short greedy verdicts (so that both choose the same text); the public "
+            "mode reads the same log-probability verdicts (so that both choose the same text); the public "
             "code lets its judge write a sentence (sampled, up to 2048 tokens), so its real cost is higher "
             "than this naive column. The machine is shared: the spread line shows how much the N=4 ratios "
             "move between rounds of the same run. The model is the embedded tiny model after a few hundred "

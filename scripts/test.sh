@@ -12,4 +12,8 @@ if ! command -v chromium >/dev/null 2>&1; then
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
 fi
 bash scripts/postgres.sh
+if [ "$#" -eq 0 ] && [ "${LLAVACOT_SKIP_TF_RANGE:-0}" != "1" ]; then
+  # the transformers range of pyproject.toml at both ends (the whole suite below runs on .venv's)
+  PYTHON=python bash scripts/test_transformers_range.sh
+fi
 exec python -m pytest -q "$@"

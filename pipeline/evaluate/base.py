@@ -23,6 +23,7 @@ class Score:
     how: dict[str, int] = field(default_factory=dict)  # how answers were extracted (rule -> count)
     judge_calls: int = 0
     judge_hits: int = 0  # verdicts read from the cache
+    well_formed: int = 0  # predictions that are well-formed four-stage answers (set by run.score_run)
 
     def as_dict(self, records: bool = False) -> dict:
         d = asdict(self)

@@ -56,6 +56,14 @@ _LEADING = re.compile(r"^[\(\[]?([A-Z])(?:[\)\]]|[.:](?=\s)|\s+-\s)\s*\S")
 _PHRASE = re.compile(  # key words in any case; the letter itself a capital
     r"\b(?i:answer|option|choice)\s*(?i:is|would be|should be|:)?\s*(?i:option|choice)?\s*[:\-]?\s*"
     r"[\(\[]?([A-Z])(?![A-Za-z])")
+# a stated final answer ("the answer is C", "Answer: (c)", "final answer: C"): the last one decides,
+# whatever options were discussed before it. A lower-case letter counts when nothing but
+# punctuation or the end follows it ("the answer is c."), not when a word does ("the answer is a dog").
+_FINAL_LETTER = re.compile(
+    r"(?i:\b(?:final\s+|correct\s+|right\s+|best\s+)?answer\s*(?:is|would be|should be|will be|=|:)|\bi\s+(?:choose|pick|select))"
+    r"\s*(?i:option|choice)?\s*[:\-]?\s*[\(\[]?\s*([A-Za-z])(?![A-Za-z])")
+# an echoed option line ("A. cat", "(B) dog") at the start of a line: a restated option list, not a choice
+_OPTION_LINE = re.compile(r"^\s*[\(\[]?([A-Z])[\)\].:]\s+\S.*$", re.M)
 _LONE = re.compile(r"(?<![A-Za-z0-9'])([A-Z])(?![A-Za-z0-9'])")
 
 
@@ -71,13 +79,21 @@ def _article(t: str, start: int, end: int) -> bool:
     return m is not None and m.group(1) not in _NOT_AFTER_ARTICLE
 
 
+def _echoed_options(t: str, allowed: set[str]) -> bool:
+    """Does the text restate the option list (two or more lines "A. ...", "B. ...")?"""
+    return len({m.group(1) for m in _OPTION_LINE.finditer(t) if m.group(1) in allowed}) >= 2
+
+
 def letter_by_rules(text: str, letters: list[str]) -> Extracted:
     """An option letter stated in `text`, or `Extracted(None, ...)`:
     1. the whole text is a letter ("B", "(B)", "B.", "**B**", "Option B");
-    2. the text opens with a letter and a separator ("B. dog", "(B) dog", "B: dog");
-    3. a phrase names one letter ("The answer is (B)", "Answer: B", "option B");
-    4. exactly one capital option letter stands alone in the text ("A" followed by a lower-case
-       word is the article, not an option)."""
+    2. a stated final answer ("the answer is C", "Answer: c", "I choose B"): the last one, so a
+       conclusion after a discussion of every option reads as its conclusion;
+    3. the text opens with a letter and a separator ("B. dog", "(B) dog", "B: dog"), unless it
+       opens by restating the option list;
+    4. a phrase names one letter ("option B");
+    5. exactly one capital option letter stands alone in the text, outside a restated option
+       list ("A" followed by a lower-case word is the article, not an option)."""
     allowed = set(letters)
     t = _DECOR.sub("", text or "").strip()
     if not t:
@@ -85,6 +101,14 @@ def letter_by_rules(text: str, letters: list[str]) -> Extracted:
     m = _WHOLE.match(t)
     if m and m.group(1).upper() in allowed:
         return Extracted(m.group(1).upper(), "letter")
+    finals = [m.group(1).upper() for m in _FINAL_LETTER.finditer(t)
+              if m.group(1).upper() in allowed and not _article(t, m.start(1), m.end(1))
+              and not (m.group(1).islower() and re.match(r"\s+[a-z]", t[m.end(1):]))]
+    if finals:
+        return Extracted(finals[-1], "letter_final")
+    echoed = _echoed_options(t, allowed)
+    if echoed:
+        t = _OPTION_LINE.sub(" ", t).strip()
     m = _LEADING.match(t)
     if m and m.group(1) in allowed:
         return Extracted(m.group(1), "letter")
@@ -106,6 +130,11 @@ def letter_by_rules(text: str, letters: list[str]) -> Extracted:
     return Extracted(None, "ambiguous_letters" if lone else "no_letter")
 
 
+# words that turn an option's mention into its exclusion ("everything except the dog")
+_NEGATED = re.compile(r"(?:\b(?:except|excluding|besides|but not|other than|rather than|instead of|not|no|never|"
+                      r"isn t|is not|aren t|are not|without)\s+(?:\w+\s+){0,2})$")
+
+
 def letter_by_text(text: str, options: dict[str, str]) -> Extracted:
     """The option whose text the answer states, when exactly one does (an option whose text lies
     inside another matched option's text, "red" in "dark red", yields to the longer one). A long
@@ -121,11 +150,19 @@ def letter_by_text(text: str, options: dict[str, str]) -> Extracted:
     budget = max(12, 2 * sum(len(v.split()) for v in norm.values()))
     if len(said.split()) > budget:
         return Extracted(None, "too_long_for_text_match")
-    hits = [k for k, v in norm.items() if re.search(rf"(?<![\w.]){re.escape(v)}(?![\w])", said)]
+    hits, negated = [], []
+    for k, v in norm.items():
+        found = [m.start() for m in re.finditer(rf"(?<![\w.]){re.escape(v)}(?![\w])", said)]
+        if not found:
+            continue
+        # an option named only after "except", "not", "other than"... is excluded, not chosen
+        (negated if all(_NEGATED.search(said[:p]) for p in found) else hits).append(k)
     hits = [k for k in hits if not any(k2 != k and norm[k] != norm[k2] and norm[k] in norm[k2] for k2 in hits)]
     if len(hits) == 1:
         return Extracted(hits[0], "option_text")
-    return Extracted(None, "ambiguous_text" if hits else "no_option_text")
+    if negated and not hits:
+        return Extracted(None, "negated_option_text")
+    return Extracted(None, "ambiguous_text" if hits or negated else "no_option_text")
 
 
 def mc_prompt(question: str, options: dict[str, str], answer_text: str) -> str:
@@ -149,8 +186,8 @@ def extract_option(text: str, options: dict[str, str], question: str = "", ask: 
     letters = list(options)
     if not (text or "").strip():
         return Extracted(None, "empty")
-    if is_refusal(text):
-        return Extracted(None, "refusal")
+    # an apology or hedge before a stated answer ("I'm sorry, but it is B") is still an answer:
+    # the rules read it first, and a refusal the rules cannot read still goes to the judge
     got = letter_by_rules(text, letters)
     if got.value is not None:
         return got
@@ -158,10 +195,10 @@ def extract_option(text: str, options: dict[str, str], question: str = "", ask: 
     if by_text.value is not None:
         return by_text
     if ask is None:
-        return Extracted(None, "unmatched")
+        return Extracted(None, "refusal" if is_refusal(text) else "unmatched")
     reply = ask("mc_extract", mc_prompt(question, options, text))
     if reply is None:
-        return Extracted(None, "unmatched")
+        return Extracted(None, "refusal" if is_refusal(text) else "unmatched")
     r = letter_by_rules(reply, letters)
     if r.value is not None:
         return Extracted(r.value, "llm")

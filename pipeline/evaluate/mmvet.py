@@ -3,8 +3,9 @@
 The grader is any `judge(prompt) -> str` (the teacher, passed in by the orchestration layer); its verdicts are
 cached per item (`cache.Ask`), so a re-run pays nothing. The reference answer may join parts with
 <AND> (all needed; partial credit for some) or alternatives with <OR> (any one is enough). A reply
-that holds no score in [0, 1] is asked again, up to three times, then scores 0 (VLMEvalKit: five
-tries, then 0). The capability column ("rec,ocr,spat") gives the breakdown: an item counts in
+that holds no score in [0, 1] is asked again, up to five times as VLMEvalKit does, then scores 0.
+The grading prompt follows MM-Vet's protocol (few-shot rows of a question / ground truth /
+prediction / correctness table; the grader completes the last correctness). The capability column ("rec,ocr,spat") gives the breakdown: an item counts in
 every capability it lists (rec, ocr, know, gen, spat, math) and in its combination.
 
 Total = mean score x 100. Without a grader and without cached verdicts the items are scored by
@@ -22,51 +23,40 @@ from pipeline.evaluate.base import Benchmark, finish, mean
 from pipeline.evaluate.extract import numbers_in, scored_text
 
 CAPABILITIES = ("rec", "ocr", "know", "gen", "spat", "math")
-ATTEMPTS = 3
+ATTEMPTS = 5  # VLMEvalKit asks the grader up to five times
 
-GRADER_PROMPT = """You grade an AI assistant's answer to a question about an image by comparing it with a reference answer.
-Give a score from 0.0 (wrong) to 1.0 (fully right), in steps of 0.1.
-- In the reference, parts joined by <AND> must all be present for full marks; give a share of the marks for each part that is present.
-- Parts joined by <OR> are alternatives: any one of them is enough for full marks.
-- Judge meaning, not wording. Extra detail is fine unless it contradicts the reference.
-- For open explanations, score how much of the reference's substance the answer covers.
-Reply with the number only.
+# MM-Vet's grading protocol, in our own words: the grader sees a few graded examples laid out as
+# rows of a table (question | ground truth | prediction | correctness) and completes the
+# correctness of the last row, a number from 0.0 to 1.0 in steps of 0.1; <AND> in a ground truth
+# means every part is needed for full marks, <OR> that any one alternative is enough. The examples
+# cover the cases the protocol distinguishes: exact and paraphrased matches, partial credit on
+# <AND>, an <OR> alternative, a wrong number, and a long open answer judged on its substance.
+GRADER_PROMPT = """Rate how correct an AI model's prediction is, compared with the ground truth, for a question about an image.
+The ground truth may join parts with <AND>: the prediction is fully right only if it contains every part, and earns a share for each part it contains. It may list alternatives with <OR>: any one of them makes the prediction fully right.
+Correctness is one of 0.0 (completely wrong), 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9 or 1.0 (completely right). Judge meaning rather than wording; extra detail is fine unless it contradicts the ground truth.
+Fill in only the correctness of the last row.
 
-Question: How many candles are on the cake?
-Reference: 4
-Answer: There are four candles.
-Score: 1.0
+| Question | Ground truth | Prediction | Correctness |
+| --- | --- | --- | --- |
+| How many candles are on the cake? | 4 | There are four candles. | 1.0 |
+| How many candles are on the cake? | 4 | 6 | 0.0 |
+| Which two fruits are in the bowl? | banana <AND> pear | A banana and an apple. | 0.5 |
+| Which two fruits are in the bowl? | banana <AND> pear | pear, banana | 1.0 |
+| What does the sign say? | STOP <OR> stop sign | It is a stop sign. | 1.0 |
+| What is the total on the receipt? | $18.40 | The total is $14. | 0.0 |
+| Why is the poster funny? | The dog is dressed as a postman, the very person dogs are said to chase, so the poster turns the joke around. | The dog wears a uniform. | 0.3 |
+| Why is the poster funny? | The dog is dressed as a postman, the very person dogs are said to chase, so the poster turns the joke around. | It is funny because dogs usually chase mail carriers, and here the dog is the mail carrier. | 0.9 |
+| {question} | {reference} | {answer} | """
 
-Question: Which two fruits are in the bowl?
-Reference: banana <AND> pear
-Answer: A banana and an apple.
-Score: 0.5
 
-Question: What does the sign say?
-Reference: STOP <OR> stop sign
-Answer: It is a stop sign.
-Score: 1.0
-
-Question: What is the total on the receipt?
-Reference: $18.40
-Answer: The total is $14.
-Score: 0.0
-
-Question: Why is the poster funny?
-Reference: The dog is dressed as a postman, the very person dogs are said to chase, so the poster turns the joke around.
-Answer: The dog wears a uniform.
-Score: 0.3
-
-Question: {question}
-Reference: {reference}
-Answer: {answer}
-Score:"""
+def _cell(text: str) -> str:
+    """One table cell: a single line, no column separator."""
+    return re.sub(r"\s+", " ", text.replace("|", "/")).strip()
 
 
 def grader_prompt(question: str, reference: str, answer: str) -> str:
     ref = reference.replace("<AND>", " <AND> ").replace("<OR>", " <OR> ")
-    ref = re.sub(r"\s+", " ", ref).strip()
-    return GRADER_PROMPT.format(question=question.strip(), reference=ref, answer=answer.strip())
+    return GRADER_PROMPT.format(question=_cell(question), reference=_cell(ref), answer=_cell(answer))
 
 
 def parse_grade(reply: str | None) -> float | None:

@@ -9,8 +9,10 @@ question's encoded prefix plus the answer text committed so far. A session can
     the first of its stop strings (or end of text, or the token budget);
   - `commit(candidate)`: append a continuation;
   - `mark()` / `rollback(mark)`: go back to an earlier commit point (retracing search).
-`core.verdicts(session, prompts, choices, max_new_tokens)` runs a batch of judge prompts about the
-session's image and returns, for each, the index of the choice the model picked.
+  - `close()`: give back what the session holds on the core.
+`core.score(session, items)` returns, for each `ScoreItem` (a judge prompt about the session's
+image, a forced start of the reply, a continuation), the model's log-probability of the
+continuation: what the judge reads its verdicts from.
 """
 from __future__ import annotations
 
@@ -28,13 +30,23 @@ class Candidate:
     text: str                     # the new text (special tokens skipped)
     token_ids: list[int] = field(default_factory=list)  # the new tokens (an end-of-text token dropped)
     stop: str = "budget"          # which stop string ended it, or "eos", or "budget"
+    logprob: float | None = None  # the model's log-probability of token_ids (untempered), when the core kept it
 
 
 @dataclass
 class Verdict:
     choice: int                   # index into the choices offered
-    text: str = ""                # what the judge wrote (short, greedy)
-    parsed: bool = True           # False: nothing recognisable written; the choice came from the logits
+    scores: tuple[float, ...] = ()  # the model's log-probability of each choice (or its candidate's score)
+    how: str = ""                 # "label" (the choices' words) or "likelihood" (the candidates themselves)
+
+
+@dataclass(frozen=True)
+class ScoreItem:
+    """A continuation to score: `prompt` (the user turn, about the question's image), `reply` (the
+    forced start of the model's answer: text, or token ids) and `continuation` (text or token ids)."""
+    prompt: str
+    reply: str | tuple[int, ...] = ""
+    continuation: str | tuple[int, ...] = ""
 
 
 class Session(Protocol):
@@ -48,6 +60,7 @@ class Session(Protocol):
     def commit(self, candidate: Candidate) -> None: ...
     def mark(self) -> int: ...
     def rollback(self, mark: int) -> None: ...
+    def close(self) -> None: ...
 
 
 class Core(Protocol):
@@ -55,8 +68,7 @@ class Core(Protocol):
     stats: Any
 
     def open(self, image: Any, question: str) -> Session: ...
-    def verdicts(self, session: Session, prompts: Sequence[str], choices: Sequence[str],
-                 max_new_tokens: int = 4) -> list[Verdict]: ...
+    def score(self, session: Session, items: Sequence[ScoreItem]) -> list[float]: ...
 
 
 # (image, question, text of the answer up to and including the candidate stage) -> score
@@ -68,7 +80,9 @@ class SearchConfig:
     beam: int = 4                         # N: candidates per step
     budgets: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_BUDGETS))
     greedy: bool = False                  # False: temperature / top-p sampling (the core's settings)
-    judge_tokens: int = 4                 # cap on a verdict's length
+    judge: str = "auto"                   # how verdicts are read: auto | label | likelihood (see judge.py)
+    give_up_without_tags: bool = True     # stage_beam: a model that writes no stage tag is not searched
+                                          # stage by stage (False: every stage runs, e.g. to measure cost)
     seed: int = 0                         # pairing of the knockout
     sentence_tokens: int = 64             # sentence_beam: budget of one sentence
     max_sentences: int = 64               # sentence_beam: at most this many steps
@@ -130,6 +144,8 @@ class StopScanner:
         """None to go on, else why the row ends: "eos" or the stop string just completed."""
         if token in self.eos:
             return "eos"
+        if not self.stops:
+            return None
         piece = self.piece(token)
         if not piece:
             return None

@@ -39,6 +39,24 @@ def get(name: str) -> Strategy:
 
 
 def _image(image):
+    """A PIL image (or None: a text-only question) from a path, an image, or a list of them. Mllama's
+    search takes one image per question: several are joined side by side into one (what a model
+    given one image can still read), a fallback the caller may record."""
+    if isinstance(image, (list, tuple)):
+        images = [_image(i) for i in image if i is not None]
+        if not images:
+            return None
+        if len(images) == 1:
+            return images[0]
+        from PIL import Image
+
+        height = max(im.height for im in images)
+        joined = Image.new("RGB", (sum(im.width for im in images) + 8 * (len(images) - 1), height), "white")
+        x = 0
+        for im in images:
+            joined.paste(im.convert("RGB"), (x, (height - im.height) // 2))
+            x += im.width + 8
+        return joined
     if isinstance(image, (str, Path)):
         from PIL import Image
 
@@ -53,13 +71,21 @@ def run(strategy: str, core, image, question: str, config: SearchConfig | None =
     `judge`: None (the same model), a `Judge`, or another core (a separate judge model)."""
     fn = get(strategy)
     config = config or SearchConfig()
-    if not isinstance(judge, Judge):
-        judge = Judge(judge, max_new_tokens=config.judge_tokens)
+    if config.beam < 1:
+        raise ValueError(f"beam must be at least 1, not {config.beam}")
+    own_judge = not isinstance(judge, Judge)
+    if own_judge:
+        judge = Judge(judge, mode=config.judge)
     stats0 = core.stats.as_dict()
     jstats0 = judge.core.stats.as_dict() if judge.core is not None and judge.core is not core else None
     t0 = time.perf_counter()
-    session = core.open(_image(image), question)
-    steps = fn(session, config, judge, random.Random(config.seed))
+    session = core.open(_image(image), question, seed=config.seed) if _takes_seed(core) else core.open(_image(image), question)
+    try:
+        steps = fn(session, config, judge, random.Random(config.seed))
+    finally:
+        session.close()
+        if own_judge:
+            judge.close()
     seconds = time.perf_counter() - t0
     text = session.text.strip()
     parsed = parse(text)
@@ -67,3 +93,12 @@ def run(strategy: str, core, image, question: str, config: SearchConfig | None =
     if jstats0 is not None:
         stats.update({f"judge_{k}": v - jstats0[k] for k, v in judge.core.stats.as_dict().items()})
     return SearchResult(strategy, text, dict(parsed.stages), parsed.problem, steps, stats, seconds)
+
+
+def _takes_seed(core) -> bool:
+    import inspect
+
+    try:
+        return "seed" in inspect.signature(core.open).parameters
+    except (TypeError, ValueError):
+        return False

@@ -18,21 +18,21 @@ from typing import Sequence
 
 from ..stages import CLOSE
 from .base import Candidate, Step
-from .judge import CHECK, precheck_prompt
 from .registry import register
+from .wellformed import well_formed
 
 
 class SelfCheckScorer:
-    """The generating (or judge) model's own verdict on the newest stage: 1.0 correct, 0.0 not."""
+    """The generating (or judge) model's own check of the newest stage: its probability of "correct"
+    against "incorrect" (between 0 and 1)."""
 
     def __init__(self, judge, session):
         self.judge, self.session = judge, session
 
     def batch(self, image, question: str, texts: Sequence[str]) -> list[float]:
         prev = self.session.text          # every text is the answer so far + one candidate
-        prompts = [precheck_prompt(question, prev, t[len(prev):].strip() if t.startswith(prev) else t,
-                                   what="latest part of the answer") for t in texts]
-        return [1.0 if v.choice == 1 else 0.0 for v in self.judge.verdicts(self.session, prompts, CHECK)]
+        bodies = [t[len(prev):].strip() if t.startswith(prev) else t for t in texts]
+        return self.judge.check(self.session, prev, bodies, what="latest part of the answer")
 
     def __call__(self, image, question: str, text: str) -> float:
         return self.batch(image, question, [text])[0]
@@ -58,6 +58,9 @@ def retrace(session, config, judge, rng):
     def pick(stage: str, n: int) -> tuple[Candidate, float, list[Candidate]]:
         cands = session.sample(n, [CLOSE[stage]], config.budget(stage), greedy=greedy)
         sc = _scores(scorer, session, cands)
+        formed = [well_formed(stage, c.text, session.text) for c in cands]
+        if any(formed):        # a well-formed candidate beats any score of one that is not
+            sc = [s if f else float("-inf") for s, f in zip(sc, formed)]
         i = _best(sc)
         steps.append(Step(stage, [c.text for c in cands], i, scores=sc))
         return cands[i], sc[i], cands

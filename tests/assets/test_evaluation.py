@@ -1,5 +1,8 @@
 """benchmark_scores and benchmark_report in-process, on the tiny model, with lineage recorded."""
+import re
+
 import dagster as dg
+import pytest
 
 from assets.evaluation import benchmark_report, benchmark_scores, score_key
 from pipeline.demo.tiny_model import write_tiny_model
@@ -33,6 +36,11 @@ def test_scores_and_report_with_lineage(tmp_path):
             assert results[key].success
         (m,) = results["stage_beam_2"].asset_materializations_for_node("benchmark_scores")
         assert 0.0 <= m.metadata["score"].value <= 100.0
+        assert 0.0 <= m.metadata["well_formed_fraction"].value <= 1.0
+        assert m.metadata["search"].value["device"] == "cpu"
+        # progress reached the run log: items done / total
+        logs = [e.message for e in instance.all_logs(results["stage_beam_2"].run_id) if e.message]
+        assert any(re.search(r"AI2D_TEST / stage_beam_2: \d+/\d+ items predicted", msg) for msg in logs)
         assert m.metadata["n_items"].value > 0 and m.metadata["missing_predictions"].value == 0
         assert m.metadata["predicted_this_run"].value == m.metadata["n_items"].value
         lineage = m.metadata["lineage"].value
@@ -51,3 +59,62 @@ def test_scores_and_report_with_lineage(tmp_path):
         assert "| direct |" in table and "| stage_beam_2 |" in table and "AI2D_TEST" in table
         assert r.metadata["score_vs_beam"].value.startswith("![score vs beam](data:image/png;base64,")
     assert (tmp_path / "data" / "benchmark_report" / "score_vs_beam.png").stat().st_size > 1000
+
+
+@pytest.mark.slow
+def test_after_the_main_command_the_demo_model_answers_in_four_stages(tmp_path, monkeypatch):
+    """The README's main command on a fresh data root: the demo's fine-tuned model answers the
+    demo's benchmark questions (direct decoding) with well-formed four-stage texts, on at least 90 %
+    of them, as each benchmark_scores asset reports in its metadata."""
+    import importlib
+
+    monkeypatch.setenv("LLAVACOT_DATA_ROOT", str(tmp_path / "data"))
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    import definitions
+
+    importlib.reload(definitions)
+    try:
+        from jobs import cli
+
+        assert cli.main(["run"]) == 0
+        with dg.DagsterInstance.get() as instance:
+            well, items = 0, 0
+            for bench in definitions.BENCHMARKS if hasattr(definitions, "BENCHMARKS") else _benchmarks():
+                records = instance.fetch_materializations(score_key(bench, "direct"), limit=1).records
+                assert records, f"no direct scores for {bench}"
+                meta = records[0].asset_materialization.metadata
+                well += meta["well_formed_answers"].value
+                items += meta["n_items"].value
+        assert items > 0 and well / items >= 0.9, f"{well} of {items} answers well-formed"
+    finally:
+        importlib.reload(definitions)
+
+
+def _benchmarks():
+    from pipeline.evaluate import BENCHMARKS
+
+    return BENCHMARKS
+
+
+def test_the_report_shows_the_current_model_and_never_averages_two(tmp_path):
+    import json
+
+    scores = tmp_path / "data" / "benchmark_scores"
+    scores.mkdir(parents=True)
+    for model, value in (("weights-v1", 10.0), ("weights-v2", 90.0)):
+        for bench in ("AI2D_TEST", "MMStar"):
+            (scores / f"{bench}__direct__{model}.json").write_text(json.dumps(
+                {"benchmark": bench, "strategy": "direct", "score": value, "lineage": {"model_version": model}}))
+    resources = {"data_store": DataStore(root_uri=str(tmp_path / "data")), "evaluation": EvaluationSettings(),
+                 "teacher": Teacher(backend="offline", cache_dir=str(tmp_path / "teacher"))}
+    with dg.instance_for_test() as instance:
+        instance.report_runless_asset_event(dg.AssetMaterialization(
+            "finetuned_model", metadata={"export": dg.MetadataValue.path("/m")}, tags={"dagster/data_version": "weights-v2"}))
+        res = dg.materialize([benchmark_scores, benchmark_report], selection=[benchmark_report], instance=instance,
+                             resources=resources)
+        (r,) = res.asset_materializations_for_node("benchmark_report")
+    table = r.metadata["table"].value
+    assert r.metadata["model_version"].value == "weights-v2" and r.metadata["models_scored"].value == 2
+    assert "| direct | 90.0 |" in table and "10.0" not in table and "50.0" not in table
+    assert "10.0" in r.metadata["earlier_models"].value

@@ -118,3 +118,33 @@ def test_many_ranks_need_a_barrier(tmp_path, files):
 def test_average_is_the_unweighted_mean():
     s = run.summary({"MMStar": 50.0, "MMBench_DEV_EN": 70.0})
     assert s["average"] == 60.0 and not s["complete"] and "MMVet" in s["missing"]
+
+
+def test_search_predictions_record_every_item_even_when_one_fails(tmp_path):
+    """Items in flight together; an item whose image cannot be read, or whose search fails, is
+    recorded with its reason (an empty prediction that scores as wrong), the others as predicted."""
+    from pipeline.evaluate.cache import PredictionStore
+    from pipeline.evaluate.run import predict_items, search_predictor
+    from pipeline.evaluate.tsv import Item
+    from pipeline.search import SearchConfig
+    from tests.pipeline.search.scripted import ScriptedCore
+
+    class Broken(Item):
+        def images(self):
+            raise ValueError("truncated PNG")
+
+    items = [Item(benchmark="MMStar", index=str(i), question=f"q{i}", answer="A", prompt=f"q{i}") for i in range(4)]
+    items[2] = Broken(**{k: getattr(items[2], k) for k in ("benchmark", "index", "question", "answer", "prompt")})
+
+    def cont(text, stop, n):
+        return ["<SUMMARY> s </SUMMARY> <CAPTION> c </CAPTION> <REASONING> r </REASONING> <CONCLUSION> A </CONCLUSION>"] * n
+
+    core = ScriptedCore(cont)          # not a batching core: the items go one by one, through the same path
+    store = PredictionStore(tmp_path, "MMStar", "direct", "m")
+    progress = []
+    got = predict_items(items, None, store, predict_many=search_predictor("direct", core, SearchConfig(), parallel=4),
+                        on_progress=lambda done, total, eta: progress.append((done, total)))
+    assert got["predicted"] == 4 and progress[-1] == (4, 4)
+    recs = store.load()
+    assert "truncated PNG" in recs["2"]["error"] and recs["2"]["prediction"] == ""
+    assert all(recs[i]["well_formed"] for i in ("0", "1", "3"))

@@ -14,9 +14,10 @@ OPTS = {"A": "cat", "B": "dog", "C": "dark red", "D": "red"}
     ("b.", "B", "letter"),
     ("**B**", "B", "letter"),
     ("Option B", "B", "letter"),
-    ("The answer is (B)", "B", "letter_phrase"),
-    ("The correct answer is B because it barks.", "B", "letter_phrase"),
-    ("Answer: C", "C", "letter_phrase"),
+    ("The answer is (B)", "B", "letter_final"),
+    ("The correct answer is B because it barks.", "B", "letter_final"),
+    ("Answer: C", "C", "letter_final"),
+    ("I think option B", "B", "letter_phrase"),
     ("B. dog", "B", "letter"),
     ("(A) the cat", "A", "letter"),
     ("I would pick D", "D", "letter_lone"),
@@ -32,7 +33,7 @@ def test_tricky_option_extractions(text, letter, how):
     assert (got.value, got.how) == (letter, how)
 
 
-@pytest.mark.parametrize("text", ["cat or dog, hard to say", "Either B or C.", "answer: b",
+@pytest.mark.parametrize("text", ["cat or dog, hard to say", "Either B or C.",
                                   "I'm sorry, I can't determine that.", ""])
 def test_ambiguous_or_refused_is_wrong_without_llm(text):
     assert extract_option(text, OPTS).value is None
@@ -77,7 +78,10 @@ def test_conclusion_is_scored_by_default_and_full_text_as_an_option():
     reasoning_mentions_a = pred.replace("Thinking it over.", "Option A is wrong because cats meow.")
     assert scored_text(reasoning_mentions_a) == "The answer is B."
     assert extract_option(scored_text(reasoning_mentions_a), OPTS).value == "B"
-    assert extract_option(scored_text(reasoning_mentions_a, "full"), OPTS).value is None  # A and B both named
+    # the whole text names A and B, but states B as the answer last
+    assert extract_option(scored_text(reasoning_mentions_a, "full"), OPTS).value == "B"
+    both = pred.replace("The answer is B.", "B").replace("Thinking it over.", "Option A is wrong; option C too.")
+    assert extract_option(scored_text(both, "full"), OPTS).value is None and extract_option(scored_text(both), OPTS).value == "B"
     assert scored_text("Just B") == "Just B"  # no tags: the whole text
     assert scored_text("<SUMMARY>s</SUMMARY><CAPTION>c</CAPTION><REASONING>cut off") == ""  # never concluded
     assert scored_text("<SUMMARY>s</SUMMARY> <CONCLUSION>C, surely") == "C, surely"  # cut short in the conclusion
@@ -103,3 +107,47 @@ def test_yes_no_rule(text, want):
                                          ("There are 5 apples.", 5.0), ("−2", -2.0), ("3 and 4", None)])
 def test_number_rules(text, value):
     assert number_by_rules(text).value == value
+
+
+# --- answers as real models write them (each once read wrongly) -----------------------------------
+def test_a_final_stated_answer_beats_earlier_option_mentions():
+    text = "Option A shows a cat, which does not fit. Option B is a dog, also wrong. So the answer is C."
+    assert extract_option(text, OPTS) == extract_option("C", OPTS).__class__("C", "letter_final")
+    # the last statement decides when the model corrects itself
+    assert extract_option("The answer is A. On reflection, the answer is D.", OPTS).value == "D"
+
+
+def test_a_hedge_or_apology_before_a_stated_answer_is_not_a_refusal():
+    assert extract_option("I'm sorry, but it is B.", OPTS).value == "B"
+    assert extract_option("I can't be fully sure, but the answer is D.", OPTS).value == "D"
+    # a refusal the rules cannot read goes to the judge instead of being dropped unasked
+    judge = CountingJudge("Z")
+    r = judge_mc(mc_item("1", "A", OPTS), "I'm sorry, I cannot help with that.", Ask(judge), "conclusion")
+    assert len(judge.calls) == 1 and r["correct"] == 0
+    assert extract_option("I'm sorry, I cannot help with that.", OPTS).how == "refusal"
+
+
+def test_an_echoed_option_list_then_the_answer_reads_the_answer():
+    text = "A. cat\nB. dog\nC. dark red\nD. red\nAnswer: C"
+    assert extract_option(text, OPTS).value == "C"
+    assert extract_option("(A) cat\n(B) dog\n(C) dark red\n(D) red\n\nC", OPTS).value == "C"
+
+
+def test_an_excluded_option_is_not_selected():
+    assert extract_option("everything except the dog", OPTS).value is None
+    assert extract_option("It is not a dog, it is a cat", OPTS).value == "A"
+    assert extract_option("Anything other than the cat.", OPTS).value is None
+
+
+@pytest.mark.parametrize("text", ["the answer is c", "The answer is (c).", "answer: c", "Final answer: c"])
+def test_a_lower_case_letter_after_the_answer_is_read(text):
+    assert extract_option(text, OPTS).value == "C"
+
+
+def test_a_lower_case_article_after_the_answer_is_not_a_letter():
+    assert extract_option("the answer is a dog", OPTS).value == "B"
+
+
+def test_the_conclusion_still_wins_over_a_discussion_in_the_reasoning():
+    pred = four_stage("C").replace("Thinking it over.", "The answer is A, or maybe B. Option D is out.")
+    assert extract_option(scored_text(pred), OPTS).value == "C"

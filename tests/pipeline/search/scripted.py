@@ -7,7 +7,8 @@ import re
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-from pipeline.search.base import Candidate, Verdict
+from pipeline.search.base import Candidate
+from pipeline.stages import OPEN
 
 
 @dataclass
@@ -69,19 +70,31 @@ class ScriptedSession:
         self._text = self._text[: self._marks[mark]]
         del self._marks[mark + 1:]
 
+    def close(self) -> None:
+        self.core.log.append(("close",))
+
 
 class ScriptedCore:
     """continuations(text_so_far, stop, n) -> n raw continuations (may run past the stop string);
     prefer(a, b) -> 0 or 1 (which of two compared bodies the judge picks);
-    wrong(body) -> True when the reasoning pre-check should answer 'incorrect'."""
+    wrong(body) -> True when the reasoning pre-check should answer 'incorrect';
+    likes(text) -> a candidate's log-probability in likelihood mode (default: prefer's order);
+    judge_mode: what the judge reads ("label" or "likelihood"; None: let the judge probe, which sees
+    a four-stage model when `four_stage`)."""
 
     def __init__(self, continuations: Callable[[str, list[str], int], list[str]],
                  prefer: Callable[[str, str], int] | None = None,
-                 wrong: Callable[[str], bool] | None = None, batched: bool = True):
+                 wrong: Callable[[str], bool] | None = None, batched: bool = True,
+                 likes: Callable[[str], float] | None = None, judge_mode: str | None = "label",
+                 four_stage: bool = False):
         self.continuations = continuations
         self.prefer = prefer or (lambda a, b: 0)
         self.wrong = wrong or (lambda body: False)
+        self.likes = likes
         self.batched = batched
+        self.four_stage = four_stage
+        if judge_mode is not None:
+            self.judge_mode = judge_mode
         self.stats = Counts()
         self.log: list[tuple] = []
         self.prompts: list[str] = []
@@ -89,21 +102,27 @@ class ScriptedCore:
     def open(self, image, question: str) -> ScriptedSession:
         return ScriptedSession(self, image, question)
 
-    def verdicts(self, session, prompts, choices, max_new_tokens=4) -> list[Verdict]:
+    def score(self, session, items) -> list[float]:
         self.stats.judge_calls += 1
+        prompts = list(dict.fromkeys(it.prompt for it in items))
         self.stats.judge_prompts += len(prompts)
         self.log.append(("verdicts", len(prompts)))
         self.prompts += prompts
-        out = []
-        options = [choices] * len(prompts) if isinstance(choices[0], str) else list(choices)
-        for p, choices in zip(prompts, options):
-            pair, body = compared(p), checked(p)
-            if pair is not None:
-                c = self.prefer(*pair)
-                out.append(Verdict(c, choices[c]))
-            elif body is not None:
-                c = 0 if self.wrong(body) else 1
-                out.append(Verdict(c, choices[c]))
-            else:
-                raise AssertionError(f"unexpected judge prompt: {p[:200]}")
-        return out
+        return [self._score(it) for it in items]
+
+    def _score(self, item) -> float:
+        p, cont = item.prompt, item.continuation
+        if cont == OPEN["summary"]:                                    # the judge's probe
+            return -0.1 if self.four_stage else -10.0
+        pair, body = compared(p), checked(p)
+        if pair is not None:
+            return 0.0 if cont == str(1 + self.prefer(*pair)) else -5.0
+        if body is not None:
+            return 0.0 if (cont == "incorrect") == self.wrong(body) else -5.0
+        if item.reply is not None and pair is None and body is None:  # likelihood mode: the candidate itself
+            n = max(1, len(cont.split()))
+            if self.likes is not None:
+                return self.likes(cont) * n
+            m = re.search(r"q=(\d+)", cont)
+            return (float(m.group(1)) if m else -1.0) * n
+        raise AssertionError(f"unexpected judge prompt: {p[:200]}")

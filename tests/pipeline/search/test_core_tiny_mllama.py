@@ -54,7 +54,7 @@ def test_batched_judge_and_one_by_one_judge_decide_the_same(tiny, image, kind):
         res = []
         for core in (eff, naive):
             s = core.open(image, QUESTION)
-            ko = Judge(core).knockout(s, kind, [Candidate(t) for t in texts], random.Random(1))
+            ko = Judge(core, mode="label").knockout(s, kind, [Candidate(t) for t in texts], random.Random(1))
             res.append((ko.winner, ko.comparisons, ko.flagged))
         assert res[0][:2] == res[1][:2] and len(res[0][1]) == 4
         assert set(res[1][2]) <= set(res[0][2])   # batched pre-checks every candidate, naive those that come up
@@ -106,7 +106,7 @@ def test_n_candidates_are_one_batched_call_over_a_prefix_encoded_once(tiny, imag
     eff, naive = cores(tiny, suppress_eos=True)
     n = 4
     try:
-        cfg = SearchConfig(beam=n, budgets=TINY)
+        cfg = SearchConfig(beam=n, budgets=TINY, judge="label", give_up_without_tags=False)
         a = run("stage_beam", eff, image, QUESTION, cfg)
         b = run("stage_beam", naive, image, QUESTION, cfg)
     finally:
@@ -157,7 +157,8 @@ def test_a_separate_judge_model(tiny, image):
     model, processor = tiny
     gen, judge = GenerationCore(model, processor), GenerationCore(model, processor)
     try:
-        res = run("stage_beam", gen, image, QUESTION, SearchConfig(beam=2, budgets=TINY), judge=judge)
+        res = run("stage_beam", gen, image, QUESTION, SearchConfig(beam=2, budgets=TINY, give_up_without_tags=False),
+                  judge=judge)
     finally:
         gen.close(), judge.close()
     assert res.stats["judge_calls"] == 0 and res.stats["judge_judge_calls"] >= 4
@@ -178,15 +179,68 @@ def test_command_prints_the_four_stages(tiny_model_dir, image, tmp_path, capsys)
 
 
 @pytest.mark.parametrize("vocab", [50, 1000])
-def test_nucleus_sampling_draws_only_from_the_top_p_set(vocab):
-    core = GenerationCore.__new__(GenerationCore)          # the sampler alone, no model
-    core.temperature, core.top_p, core.suppress_eos, core.eos_ids = 0.6, 0.9, False, []
-    core.generator = torch.Generator().manual_seed(0)
+def test_nucleus_and_top_k_sampling_draw_only_from_the_allowed_set(vocab):
+    from pipeline.search.sampling import Sampling, choose, exponential_noise
+
+    gen = torch.Generator().manual_seed(0)
     logits = torch.randn(2, vocab, generator=torch.Generator().manual_seed(vocab)) * 3
-    for row in range(2):
-        probs = torch.softmax(logits[row] / 0.6, -1)
-        sp, si = probs.sort(descending=True)
-        allowed = set(si[(sp.cumsum(0) - sp) < 0.9].tolist())
-        draws = {int(core.choose(logits, False)[row]) for _ in range(400)}
-        assert draws <= allowed and len(draws) > 1
-    assert core.choose(logits, True).tolist() == logits.argmax(-1).tolist()
+    for s in (Sampling(0.6, 0.9), Sampling(0.6, 1.0, top_k=5), Sampling(0.6, 0.9, top_k=3)):
+        for row in range(2):
+            scaled = logits[row] / 0.6
+            if s.top_k:
+                scaled = scaled.masked_fill(scaled < scaled.topk(s.top_k).values[-1], float("-inf"))
+            sp, si = torch.softmax(scaled, -1).sort(descending=True)
+            allowed = set(si[((sp.cumsum(0) - sp) < s.top_p) & (sp > 0)].tolist())
+            draws = {int(choose(logits, s, exponential_noise(logits.shape, gen, "cpu"))[row]) for _ in range(400)}
+            assert draws <= allowed and len(draws) > 1
+    assert choose(logits, Sampling(greedy=True)).tolist() == logits.argmax(-1).tolist()
+
+
+def test_sampling_follows_the_probabilities():
+    """The exponential race draws index i with probability p_i."""
+    from pipeline.search.sampling import Sampling, choose, exponential_noise
+
+    probs = torch.tensor([[0.5, 0.3, 0.2]])
+    gen = torch.Generator().manual_seed(1)
+    s = Sampling(temperature=1.0, top_p=1.0)
+    draws = torch.stack([choose(probs.log(), s, exponential_noise((1, 3), gen, "cpu")) for _ in range(6000)])
+    freq = torch.bincount(draws[:, 0], minlength=3).float() / 6000
+    assert torch.allclose(freq, probs[0], atol=0.03)
+
+
+def test_text_only_and_several_images(tiny, image):
+    model, processor = tiny
+    eff = GenerationCore(model, processor, greedy=True)
+    cfg = SearchConfig(beam=2, budgets=TINY, greedy=True, give_up_without_tags=False)
+    text_only = run("stage_beam", eff, None, QUESTION, cfg)
+    assert text_only.stats["vision_calls"] == 0 and text_only.text
+    two = run("stage_beam", eff, [image, image.rotate(90, expand=True)], QUESTION, cfg)
+    assert two.stats["vision_calls"] == 1 and two.text           # joined into one image
+
+
+def test_reading_tokens_a_step_late_gives_the_same_candidates(tiny, image):
+    """The CUDA decode loop queues step t+1 before reading step t's ids; on the CPU the same loop
+    (forced) must give the same candidates and stops as the step-by-step one."""
+    model, processor = tiny
+    plain = GenerationCore(model, processor, seed=3, temperature=1.5, top_p=1.0, overlap=False)
+    late = GenerationCore(model, processor, seed=3, temperature=1.5, top_p=1.0, overlap=True)
+    a = plain.open(image, QUESTION, seed=5).sample(4, [" "], 12)
+    b = late.open(image, QUESTION, seed=5).sample(4, [" "], 12)
+    assert [(c.token_ids, c.stop) for c in a] == [(c.token_ids, c.stop) for c in b]
+    assert len({len(c.token_ids) for c in a}) > 1
+
+
+def test_decoding_keeps_each_candidates_log_probability_and_the_judge_reads_it_for_free(tiny, image):
+    from pipeline.search.base import ScoreItem
+
+    model, processor = tiny
+    eff = GenerationCore(model, processor, seed=1)
+    s = eff.open(image, QUESTION)
+    cands = s.sample(3, [], 6)
+    scored = eff.score(s, [ScoreItem(QUESTION, "", tuple(c.token_ids)) for c in cands])
+    assert [round(c.logprob, 3) for c in cands] == [round(x, 3) for x in scored]
+    eff.stats.reset()
+    ko = Judge(eff, mode="likelihood").knockout(s, "answer", cands, random.Random(0))
+    assert eff.stats.judge_calls == 0 and eff.stats.forward_calls == 0       # no forward for the verdicts
+    best = max(range(3), key=lambda i: cands[i].logprob / len(cands[i].token_ids))
+    assert ko.winner == best or cands[ko.winner].text == cands[best].text

@@ -278,7 +278,7 @@ def test_retrace_default_scorer_is_the_models_own_check():
     core, _ = retrace_core([0.0])
     core.wrong = lambda body: "i=0" in body      # the self-check rejects every first candidate
     res = run("retrace", core, None, "q", SearchConfig(beam=2, cutoff=0.5))
-    assert all(s.scores[s.winner] == 1.0 for s in res.steps if s.scores and s.kind != "retrace")
+    assert all(s.scores[s.winner] > 0.99 for s in res.steps if s.scores and s.kind != "retrace")   # P(correct)
     assert "i=1" in res.stages["reasoning"]
 
 
@@ -293,3 +293,105 @@ def test_no_dagster_in_the_search_package():
 
     root = Path(__file__).resolve().parents[3] / "pipeline" / "search"
     assert not [p for p in root.rglob("*.py") if "dagster" in p.read_text().lower()]
+
+
+# --- well-formed answers ----------------------------------------------------------------------------
+def _bad_first(stage: str, i: int) -> str:
+    """Candidate i of a stage: 0 breaks the format (in one of several ways), 1 is well-formed."""
+    good = f"{OPEN[stage]} {stage} fine q=1 {CLOSE[stage]}\n\n"
+    broken = [f"{stage} with no tags q=9 {CLOSE[stage]}",                        # text outside the tags
+              f"{OPEN['conclusion']} jumped ahead q=9 {CLOSE[stage]}",            # wrong opening tag
+              f"{OPEN[stage]} {CLOSE[stage]}"]                                    # empty body
+    return good if i % 2 else broken[(i // 2) % len(broken)]
+
+
+def _prefers_broken(a: str, b: str) -> int:
+    return 0 if "q=9" in a or not a.strip() else 1
+
+
+@pytest.mark.parametrize("mode", ["label", "likelihood"])
+@pytest.mark.parametrize("strategy", ["stage_beam", "best_of_n", "sentence_beam", "retrace", "direct"])
+def test_every_strategy_answers_well_formed_whenever_a_candidate_was(strategy, mode):
+    answer_good = "".join(f"{OPEN[s]} {s} q=1 {CLOSE[s]}\n\n" for s in STAGES)
+    answer_bad = answer_good.replace(CLOSE["caption"], "").replace("q=1", "q=9", 1)
+
+    def cont(text, stop, n):
+        if stop == [CLOSE["conclusion"]] and not text:                # a whole answer (direct, best_of_n)
+            return [answer_good] if n == 1 else [answer_bad if i % 2 == 0 else answer_good for i in range(n)]
+        if "." in stop:                                               # sentence_beam: a sentence each
+            nxt = answer_good[len(text):]
+            good = nxt[: nxt.find(CLOSE["conclusion"]) + len(CLOSE["conclusion"])] if "." not in nxt.split(
+                CLOSE["conclusion"])[0] else nxt[: nxt.find(".") + 1]
+            return [f"{CLOSE['reasoning']} q=9 stray text." if i % 2 == 0 else good for i in range(n)]
+        stage = next(s for s in STAGES if CLOSE[s] in stop)
+        return [_bad_first(stage, i) for i in range(n)]
+
+    likes = lambda text: 5.0 if ("q=9" in text or not text.strip()) else -5.0    # noqa: E731 - adversarial
+    core = ScriptedCore(cont, prefer=_prefers_broken, judge_mode=mode, likes=likes)
+    scorer = lambda image, question, text: 1.0 if "q=9" in text else 0.9     # noqa: E731 - adversarial too
+    res = run(strategy, core, None, "q?", SearchConfig(beam=4, scorer=scorer, cutoff=0.5, n_captions=4,
+                                                         n_reasonings=4, max_sentences=12))
+    assert res.problem is None, (res.text, res.steps)
+    assert parse(res.text).ok
+
+
+def test_beam_below_one_is_a_clear_error():
+    with pytest.raises(ValueError, match="beam must be at least 1"):
+        run("stage_beam", ScriptedCore(staged({})), None, "q", SearchConfig(beam=0))
+
+
+def test_stage_beam_stops_when_the_winner_ended_the_text():
+    def cont(text, stop, n):
+        return [f"{OPEN['summary']} done {CLOSE['summary']}"] * n
+
+    core = ScriptedCore(cont)
+    core_sample = ScriptedSessionEnds.patch(core)
+    res = run("stage_beam", core, None, "q", SearchConfig(beam=2))
+    assert [s.kind for s in res.steps] == ["summary"] and "ended the text" in res.steps[0].note
+    assert core_sample.calls == 1
+
+
+def test_stage_beam_gives_up_the_stage_search_for_a_model_that_writes_no_tags():
+    core = ScriptedCore(lambda text, stop, n: ["just words and more words"] * n)
+    res = run("stage_beam", core, None, "q", SearchConfig(beam=4))
+    assert [s.kind for s in res.steps] == ["summary", "answer"]
+    assert [e[2] for e in core.log if e[0] == "sample"] == [4, 1]      # N candidates once, then one pass
+    assert "writes no stage tags" in res.steps[-1].note
+
+
+class ScriptedSessionEnds:
+    """Make every candidate of a scripted core end with end of text."""
+
+    def __init__(self):
+        self.calls = 0
+
+    @classmethod
+    def patch(cls, core):
+        spy = cls()
+        real_open = core.open
+
+        def open_(image, question):
+            s = real_open(image, question)
+            real_sample = s.sample
+
+            def sample(*a, **k):
+                spy.calls += 1
+                out = real_sample(*a, **k)
+                for c in out:
+                    c.stop = "eos"
+                return out
+            s.sample = sample
+            return s
+        core.open = open_
+        return spy
+
+
+@pytest.mark.parametrize("four_stage, mode", [(True, "likelihood"), (False, "label")])
+def test_auto_judge_mode_follows_whether_the_model_answers_in_four_stages(four_stage, mode):
+    core = ScriptedCore(staged({}), judge_mode=None, four_stage=four_stage)
+    session = core.open(None, "How many?")
+    assert Judge(core).mode_for(session) == mode
+    assert core.judge_mode == mode                       # decided once per core
+    calls = core.stats.judge_calls
+    Judge(core).mode_for(session)
+    assert core.stats.judge_calls == calls
