@@ -3,7 +3,7 @@
 import dagster as dg
 import pyarrow.parquet as pq
 
-from assets.metadata import annotations_markdown, counts_table, preview_table, rounded
+from assets.metadata import annotations_markdown, counts_table, preview_table
 from assets.partitions import source_partitions
 from assets.sources import subsample
 from pipeline.annotate.partition import ANNOTATE_VERSION, POLICIES, annotate_partition, progress_line
@@ -82,8 +82,8 @@ def build_annotations_asset(teacher_model_label: str):
                 "faults_retried": dg.MetadataValue.json(st["faults"]),
                 "input_tokens": st["input_tokens"],
                 "output_tokens": st["output_tokens"],
-                "cost_usd_this_run": rounded(float(st["spent_usd"])),
-                "estimated_cost_usd": rounded(float(s.estimate["usd"])),
+                "cost_usd_this_run": float(st["spent_usd"]),
+                "estimated_cost_usd": float(s.estimate["usd"]),
                 "teacher_model": s.teacher_model,
                 "prompt_version": s.prompt_version,
                 "policy": config.policy,

@@ -1,8 +1,9 @@
 """The main command against Dagster's own records: what runs, what is skipped and why.
 
 One module fixture builds the whole graph once (the embedded sample, the tiny model, a 1 x 2
-evaluation matrix to keep it short) and keeps a copy; each test starts from that copy, at the same
-paths (the data root is part of every asset's configuration), and changes one thing.
+evaluation matrix; a short fine-tuning and short answers, as these tests are about what runs, not
+what is learned) and keeps a copy; each test starts from that copy, at the same paths (the data
+root is part of every asset's configuration), and changes one thing.
 """
 import importlib
 import re
@@ -16,6 +17,15 @@ pytestmark = pytest.mark.slow
 
 BENCHMARKS, STRATEGIES = "AI2D_TEST", "direct,stage_beam_2"
 LATER_STAGES = ("cot_dataset", "finetuned_model", "benchmark_scores/AI2D_TEST/direct", "benchmark_report")
+
+
+def _short(definitions) -> None:
+    """The demo's graph with a 10-step fine-tuning and short stage budgets."""
+    res = definitions.RESOURCES
+    res["training"] = type(res["training"])(**{**res["training"].model_dump(), "max_steps": 10, "save_every": 10})
+    budgets = {"summary": 8, "caption": 8, "reasoning": 8, "conclusion": 4}
+    res["evaluation"] = type(res["evaluation"])(**{**res["evaluation"].model_dump(), "stage_budgets": budgets})
+    definitions.defs = definitions.build_defs(res)
 
 
 def _env(monkeypatch, work):
@@ -36,6 +46,7 @@ def built(tmp_path_factory):
         import definitions
 
         importlib.reload(definitions)
+        _short(definitions)
         from jobs import cli
 
         assert cli.main(["run"]) == 0, "the first run of the whole graph failed"
@@ -53,6 +64,7 @@ def cli(built, monkeypatch):
     import definitions
 
     importlib.reload(definitions)
+    _short(definitions)
     from jobs import cli as cli_module
 
     instance = dg.DagsterInstance.from_config(str(work / "home"))
