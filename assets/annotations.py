@@ -6,9 +6,11 @@ import pyarrow.parquet as pq
 from assets.metadata import annotations_markdown, counts_table, preview_table
 from assets.partitions import source_partitions
 from assets.sources import subsample
+from pipeline.annotate.backends import TeacherUnusable
+from pipeline.annotate.images import SourceImages
 from pipeline.annotate.partition import ANNOTATE_VERSION, POLICIES, annotate_partition, progress_line
+from pipeline.annotate.pricing import UnknownPrice
 from pipeline.annotate.prompts import PROMPT_VERSION
-from pipeline.sources import get_reader
 from resources import DataStore
 from resources.teacher import Teacher
 
@@ -46,24 +48,24 @@ def build_annotations_asset(teacher_model_label: str):
         root = data_store.root()
         folder = teacher.cache_folder(root.base if root.is_local else None)
 
-        def load_image(rel: str) -> bytes:
-            with source_root.open(rel, "rb") as f:
-                return f.read()
+        images = SourceImages(source_root, source)
 
         def on_progress(stats, total):
             context.log.info(f"{source}: " + progress_line(stats, total))
 
-        reader = get_reader(source)
-        annotator, cleanup = teacher.build(folder, load_image, on_progress=on_progress, run_id=context.run_id,
-                                           log=context.log.info,
-                                           prepare_image=lambda data, turn: reader.prepare_image(data, turn.meta))
         try:
-            s = annotate_partition(
-                source, data_store.step("subsample", source).path("samples.parquet"), source_root, out,
-                annotator, policy=config.policy, log=context.log.info,
-            )
-        finally:
-            cleanup()
+            annotator, cleanup = teacher.build(folder, images.load, on_progress=on_progress, run_id=context.run_id,
+                                               log=context.log.info, prepare_image=images.prepare,
+                                               open_image=images.open)
+            try:
+                s = annotate_partition(
+                    source, data_store.step("subsample", source).path("samples.parquet"), source_root, out,
+                    annotator, policy=config.policy, log=context.log.info,
+                )
+            finally:
+                cleanup()
+        except (UnknownPrice, TeacherUnusable) as exc:  # nothing more can be done by retrying: say what to fix
+            raise dg.Failure(description=f"{source}: {exc}", allow_retries=False) from None
         with out.fs.open(s.annotations_path, "rb") as f:
             preview = pq.read_table(f).slice(0, 5).to_pylist()
         st = s.stats
@@ -80,10 +82,19 @@ def build_annotations_asset(teacher_model_label: str):
                 "calls_made": st["calls"],
                 "cache_hits": st["cache_hits"],
                 "faults_retried": dg.MetadataValue.json(st["faults"]),
+                "pauses_for_rate_limits": st["pauses"],
                 "input_tokens": st["input_tokens"],
+                "cached_input_tokens": st["cached_tokens"],
                 "output_tokens": st["output_tokens"],
+                "batch_api": s.batch,
                 "cost_usd_this_run": float(st["spent_usd"]),
+                "usd_per_accepted_turn_this_run": dg.MetadataValue.float(s.usd_per_accepted_turn)
+                if s.usd_per_accepted_turn is not None else dg.MetadataValue.null(),
+                "cost_usd_partition": float(s.partition_usd),
+                "usd_per_accepted_turn": dg.MetadataValue.float(s.partition_usd_per_accepted_turn)
+                if s.partition_usd_per_accepted_turn is not None else dg.MetadataValue.null(),
                 "estimated_cost_usd": float(s.estimate["usd"]),
+                "estimate": dg.MetadataValue.json(s.estimate),
                 "teacher_model": s.teacher_model,
                 "prompt_version": s.prompt_version,
                 "policy": config.policy,

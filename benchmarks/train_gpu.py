@@ -92,8 +92,19 @@ def answer_lengths(rng: random.Random, n: int, median: int = 360, sigma: float =
     return [int(min(1200, max(120, median * math.exp(rng.gauss(0, sigma))))) for _ in range(n)]
 
 
+def _photo(spec: tuple[int, int, int]) -> bytes:
+    """A pool task: the JPEG of (seed, width, height)."""
+    seed, width, height = spec
+    return photo_jpeg(random.Random(seed), width, height)
+
+
 def write_shards(out: Path, tokenizer, rows: int, seed: int, max_side: int = 1280, min_side: int = 336,
                  answer_median: int = 360) -> str:
+    """Shards of `rows` realistic rows (a function of `seed`). The texts are drawn here, the photos
+    (most of the time: ~0.1-0.2 s each at 1,280 px) encoded by a pool of processes, one per core."""
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
     from pipeline.shards import MANIFEST, ShardWriter, write_manifest
     from pipeline.storage import Root
 
@@ -102,19 +113,23 @@ def write_shards(out: Path, tokenizer, rows: int, seed: int, max_side: int = 128
         return str(out)
     rng = random.Random(seed)
     lengths = answer_lengths(rng, rows, median=answer_median)
-    with ShardWriter(root, "data/train", split="train", durable=False) as w:
-        for i, n in enumerate(lengths):
-            ratio = rng.choice([1.0, 4 / 3, 3 / 4, 16 / 9, 9 / 16, 3 / 2, 2 / 3, 2.0])
-            long_side = rng.randint(min_side, max_side)
-            width, height = (long_side, int(long_side / ratio)) if ratio >= 1 else (int(long_side * ratio), long_side)
-            width, height = max(min_side // 2, width), max(min_side // 2, height)
-            body = [text_of_tokens(tokenizer, rng, max(8, int(n * f))) for f in (0.12, 0.25, 0.5, 0.08)]
-            answer = (f"<SUMMARY>\n{body[0]}\n</SUMMARY>\n\n<CAPTION>\n{body[1]}\n</CAPTION>\n\n"
-                      f"<REASONING>\n{body[2]}\n</REASONING>\n\n<CONCLUSION>\n{body[3]}\n</CONCLUSION>")
-            question = text_of_tokens(tokenizer, rng, rng.randint(12, 90)) + "?"
-            w.add({"id": f"bench/{i}", "source": "synthetic", "image_bytes": photo_jpeg(rng, width, height),
-                   "image_path": f"{i}.jpg",
-                   "conversations": [{"from": "human", "value": "<image>\n" + question}, {"from": "gpt", "value": answer}]})
+    texts, photos = [], []
+    for n in lengths:
+        ratio = rng.choice([1.0, 4 / 3, 3 / 4, 16 / 9, 9 / 16, 3 / 2, 2 / 3, 2.0])
+        long_side = rng.randint(min_side, max_side)
+        width, height = (long_side, int(long_side / ratio)) if ratio >= 1 else (int(long_side * ratio), long_side)
+        photos.append((rng.randrange(2**31), max(min_side // 2, width), max(min_side // 2, height)))
+        body = [text_of_tokens(tokenizer, rng, max(8, int(n * f))) for f in (0.12, 0.25, 0.5, 0.08)]
+        answer = (f"<SUMMARY>\n{body[0]}\n</SUMMARY>\n\n<CAPTION>\n{body[1]}\n</CAPTION>\n\n"
+                  f"<REASONING>\n{body[2]}\n</REASONING>\n\n<CONCLUSION>\n{body[3]}\n</CONCLUSION>")
+        texts.append((text_of_tokens(tokenizer, rng, rng.randint(12, 90)) + "?", answer))
+    # fork: the workers only run PIL and numpy (nothing of CUDA, which this process may have touched)
+    with ProcessPoolExecutor(min(16, os.cpu_count() or 1), mp_context=get_context("fork")) as pool, \
+            ShardWriter(root, "data/train", split="train", durable=False) as w:
+        for i, ((question, answer), jpeg) in enumerate(zip(texts, pool.map(_photo, photos, chunksize=4))):
+            w.add({"id": f"bench/{i}", "source": "synthetic", "image_bytes": jpeg, "image_path": f"{i}.jpg",
+                   "conversations": [{"from": "human", "value": "<image>\n" + question},
+                                     {"from": "gpt", "value": answer}]})
     write_manifest(root, w.shards)
     return str(out)
 
@@ -156,6 +171,8 @@ def model_folder(out: Path, cuda: bool, args) -> tuple[str, object]:
 
 # ----------------------------------------------------------------------------------- the trainer
 
+PROFILED_STEPS = 2  # after the measured steps, under torch.profiler
+
 CONFIGS = {
     # name: extra entry-point flags
     "project": [],
@@ -165,17 +182,38 @@ CONFIGS = {
 }
 
 
+def run_bounded(cmd: list[str], env: dict, log, timeout: float) -> int | None:
+    """Run `cmd` with its output in `log`; its exit status, or None when it ran past `timeout` and
+    was stopped. Stopped with SIGTERM first, which torchrun passes on to its workers (a SIGKILL
+    would leave a worker holding the GPU for the rest of the benchmark), then SIGKILL."""
+    proc = subprocess.Popen(cmd, env=env, cwd=str(REPO), stdout=log, stderr=subprocess.STDOUT)
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        return None
+    except BaseException:  # e.g. Ctrl-C or the wrapper's timeout: do not leave the trainer behind
+        proc.terminate()
+        proc.wait()
+        raise
+
+
 def run_trainer(name: str, args, model: str, data: str, out: Path, cuda: bool) -> dict:
     run_dir = out / f"run-{name}"
     shutil.rmtree(run_dir, ignore_errors=True)
-    steps = args.warmup + args.steps + 2  # the last two are profiled
+    steps = args.warmup + args.steps + PROFILED_STEPS  # the last ones are profiled
     torchrun = Path(sys.executable).with_name("torchrun")
     cmd = [str(torchrun if torchrun.exists() else "torchrun"), "--standalone", "--nnodes", "1", "--nproc_per_node", "1",
            "-m", "pipeline.train", "--model", model, "--random-init", "--data", data, "--output-dir", str(run_dir),
            "--max-steps", str(steps), "--warmup-steps", "1", "--per-device-batch-size", str(args.batch),
            "--lr", "1e-5", "--num-workers", str(args.workers), "--save-every", "0", "--no-export",
            "--no-final-checkpoint", "--seed", str(args.seed), "--max-length", str(args.max_length),
-           "--profile-steps", f"{steps - 1}:{steps}",
+           "--profile-steps", f"{steps - PROFILED_STEPS + 1}:{steps}",
            "--gradient-checkpointing" if args.checkpointing else "--no-gradient-checkpointing"]
     if args.peak_tflops:
         cmd += ["--peak-tflops", str(args.peak_tflops)]
@@ -188,12 +226,12 @@ def run_trainer(name: str, args, model: str, data: str, out: Path, cuda: bool) -
     with open(out / f"run-{name}.log", "w") as log:
         log.write(" ".join(cmd) + "\n")
         log.flush()
-        proc = subprocess.run(cmd, env=env, cwd=str(REPO), stdout=log, stderr=subprocess.STDOUT,
-                              timeout=args.run_timeout)
+        returncode = run_bounded(cmd, env, log, args.run_timeout)
     wall = time.monotonic() - started
-    if proc.returncode != 0:
+    if returncode != 0:
         tail = (out / f"run-{name}.log").read_text()[-3000:]
-        return {"name": name, "error": f"exit {proc.returncode}", "log_tail": tail, "wall_s": wall}
+        error = f"no result in {args.run_timeout:.0f} s (stopped)" if returncode is None else f"exit {returncode}"
+        return {"name": name, "error": error, "log_tail": tail, "wall_s": wall}
     events = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines() if x.strip()]
     opened = next(e for e in events if e["event"] == "open")["config"]
     metrics = [e for e in events if e["event"] == "metrics"]
@@ -213,6 +251,8 @@ def run_trainer(name: str, args, model: str, data: str, out: Path, cuda: bool) -
         "gpu_busy_fraction": profiled.get("profile_device_busy_fraction"),
         "profile_by_kind_s": profiled.get("profile_by_kind_s"),
         "profile_window_s": profiled.get("profile_window_s"),
+        "profile_device_busy_s": profiled.get("profile_device_busy_s"),
+        "profile_error": profiled.get("profile_error"),
         "speed": opened.get("speed"), "parameters": opened.get("parameters"), "zero_stage": opened.get("zero_stage"),
         "device_name": opened.get("device_name"), "loss": [m["loss"] for m in metrics],
         "step_times_s": [m["step_time_s"] for m in metrics],
@@ -331,6 +371,8 @@ def table(summary: dict) -> list[str]:
         lines.append(f"{r['name']:<20}{r['step_s']:>8.3f}{r['samples_per_s']:>11.2f}{fmt(r['mfu'], '>8.1%')}"
                      f"{r['peak_memory_gib']:>10.1f}{fmt(r['gpu_busy_fraction'], '>10.1%')}"
                      f"{fmt(r['useful_token_fraction'], '>12.1%')}{fmt(ratio, '>13.2f')}x")
+    if summary.get("plain_error"):
+        lines.append(f"{'plain fwd+bwd':<20}failed: {summary['plain_error'][:300]}")
     if plain:
         lines.append(f"{'plain fwd+bwd':<20}{plain['step_s']:>8.3f}{summary['batch'] / plain['step_s']:>11.2f}"
                      f"{fmt(plain['mfu'], '>8.1%')}{fmt(plain['peak_memory_gib'], '>10.1f')}")
@@ -348,11 +390,19 @@ def table(summary: dict) -> list[str]:
                  ("step <= 1.15x plain fwd+bwd", ratio, lambda v: v <= 1.15),
                  ("GPU busy >= 90 %", main["gpu_busy_fraction"], lambda v: v >= 0.90),
                  ("useful tokens >= 95 %", epoch and epoch["grouped"], lambda v: v >= 0.95)]
-        lines.append("goals: " + "; ".join(f"{n}: {'met' if v is not None and ok(v) else 'NOT met'}"
+        lines.append("goals: " + "; ".join(f"{n}: {'not measured' if v is None else 'met' if ok(v) else 'NOT met'}"
                                            for n, v, ok in goals))
+        if main.get("profile_error"):
+            lines.append(f"profiled steps: failed ({main['profile_error'][:300]})")
         if main.get("profile_by_kind_s"):
             by = ", ".join(f"{k} {v:.3f}s" for k, v in main["profile_by_kind_s"].items())
             lines.append(f"device time by kind over {main['profile_window_s']:.3f}s of profiled steps: {by}")
+        if main.get("profile_device_busy_s"):
+            # the profiler slows the host (an event per op), so the fraction above is a floor; the
+            # device's busy time is hardly changed by it: over the unprofiled step time, an estimate
+            per_step = main["profile_device_busy_s"] / PROFILED_STEPS
+            lines.append(f"device busy {per_step:.3f}s per profiled step = {per_step / main['step_s']:.1%} of the "
+                         f"unprofiled step ({main['step_s']:.3f}s): GPU busy without the profiler's overhead, about")
     return lines
 
 
@@ -424,8 +474,8 @@ def main() -> int:
               f"{config.text_config.cross_attention_layers}), {fmt(params and params / 1e9, '.2f')} B params, batch "
               f"{args.batch}, {args.steps} measured steps after {args.warmup}, peak {fmt(peak, 'g')} TFLOP/s, "
               f"wall {time.monotonic() - started:.0f} s")
+    (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str) + "\n")  # before the table
     lines = [header] + table(summary)
-    (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str) + "\n")
     print("\n".join(lines))
     if args.readme:
         write_readme(lines, args, cuda)
@@ -433,7 +483,8 @@ def main() -> int:
 
 
 def write_readme(lines: list[str], args, cuda: bool) -> None:
-    command = "python benchmarks/train_gpu.py --out /tmp/train_gpu --compare"
+    # the command that produced these figures (without --readme)
+    command = " ".join(["python benchmarks/train_gpu.py"] + [a for a in sys.argv[1:] if a != "--readme"])
     where = "one GPU" if cuda else "CPU, tiny widths (a smoke run: the GPU figures are still to be recorded)"
     write_readme_section("train_gpu", (
         "The training entry point at GPU speed: `torchrun --nproc_per_node 1 -m pipeline.train` on an Mllama of "
@@ -443,7 +494,8 @@ def write_readme(lines: list[str], args, cuda: bool) -> None:
         "batches; FLOPs by the trainer's formula and by FlopCounterMode. Goals (issue 9): MFU >= 40 % of 989 TFLOP/s, "
         "step <= 1.15x plain forward + backward, GPU busy >= 90 %, useful tokens >= 95 %.\n\n"
         f"Command (GPU machine, repository root, venv active): `{command}` (about 3 minutes; logs, metrics, the "
-        "profiler trace and summary.json in --out)\n\n"
+        "profiler trace and summary.json in --out; `bash benchmarks/gpu.sh` runs it with search_gpu, each under "
+        "a time limit)\n\n"
         f"Latest run ({time.strftime('%Y-%m-%d')}, Python {platform.python_version()}, {where}):\n\n"
         "```\n" + "\n".join(lines) + "\n```\n"))
 

@@ -2,6 +2,10 @@
 cannot decide. Shared by the teacher (before paying for a judge call) and by validation.
 
 Each rule returns a `Verdict`: agree, disagree, or undecided, with the reason it decided.
+
+A refusal is the model declining the task: the opening of its answer or its conclusion says so
+(`declines`), or its conclusion gives no answer at all (`non_answer`). A hedge inside the
+reasoning ("I cannot read the exact value, but ...") is not one: the answer that follows counts.
 """
 from __future__ import annotations
 
@@ -9,12 +13,44 @@ import re
 import string
 from dataclasses import dataclass
 
+# Refusal phrasing anywhere in a text (free-text extraction in evaluation uses this broad test).
 REFUSAL = re.compile(
     r"\b(i'?m sorry|i am sorry|i apologi[sz]e|i can(?:'|no)?t (?:help|assist|determine|answer|identify|provide)"
     r"|i cannot (?:help|assist|determine|answer|identify|provide)|i'?m (?:unable|not able) to"
     r"|i am (?:unable|not able) to|as an ai\b|unable to (?:determine|answer|assist|identify))",
     re.IGNORECASE,
 )
+
+_NOT = r"(?:can(?:no|['\u2019])?t|cannot|(?:won['\u2019]?t|will not)(?:\s+be able to)?|am (?:unable|not able) to|['\u2019]?m (?:unable|not able) to|must decline to)"
+# what a model declines to do ("determine", "tell", "see" are left to _NON_ANSWER: they often open
+# a hedge that goes on to give the answer)
+_TASK = (r"(?:help|assist|comply|fulfil|fulfill|provide|identify|answer|respond|do|process|support|engage|share"
+         r"|describe|discuss|analy[sz]e|access|complete|continue|create|write|generate|give|make|offer)")
+# The model declining the task, as the first words of a reply or of its conclusion.
+_DECLINE = re.compile(
+    r"^(?:(?:unfortunately|regrettably|apologies)\W+)?(?:"
+    r"(?:i['\u2019]?m|i am|we['\u2019]?re|we are)\s+(?:very\s+|so\s+|really\s+|truly\s+)?sorry"
+    r"|sorry(?![-\w])"
+    r"|i\s+apologi[sz]e"
+    r"|as an ai\b"
+    r"|(?:i|we)\s+(?:must|have to|need to)\s+(?:decline|refuse)"
+    rf"|(?:i|we)\s*{_NOT}\s+(?:\w+\s+){{0,2}}{_TASK}\b"
+    r")",
+    re.IGNORECASE,
+)
+# A conclusion that gives no answer ("It cannot be determined from the image.").
+_NON_ANSWER = re.compile(
+    r"^(?:(?:the\s+)?(?:answer|value|number)\s+)?(?:"
+    rf"(?:i|we)\s*{_NOT}\s+(?:\w+\s+){{0,2}}(?:determine|tell|answer|identify|say|know|read|see|be sure)\b"
+    r"|(?:it\s+)?(?:is\s+|['\u2019]s\s+)?(?:not\s+possible|impossible|unclear|unknown|not\s+clear)\b(?:\s+(?:to|from|how|whether|what|which|because))?"
+    r"|(?:it|this|that|the\s+\w+)\s+(?:cannot|can['\u2019]?t|could\s+not|couldn['\u2019]?t)\s+be\s+(?:determined|told|answered|identified|known|read|seen)"
+    r"|(?:there\s+is\s+)?(?:not\s+enough|insufficient|no)\s+(?:information|data|details|context)\b"
+    r"|(?:unable|impossible)\s+to\s+(?:determine|tell|answer|identify|say)\b"
+    r"|n/?a\.?$"
+    r")",
+    re.IGNORECASE,
+)
+_LEAD = re.compile(r"^[\s\"'\u201c\u2018*_#>`-]+")
 
 _LETTER = re.compile(
     r"^\s*(?:the\s+)?(?:correct\s+)?(?:answer|option|choice)?\s*(?:is|:)?\s*[\(\[]?([A-Z])[\)\]\.:]?(?:\s|$)",
@@ -36,7 +72,22 @@ class Verdict:
 
 
 def is_refusal(text: str) -> bool:
+    """Refusal phrasing anywhere in `text` (a broad test for short free-text answers)."""
     return bool(REFUSAL.search(text or ""))
+
+
+def _opening(text: str) -> str:
+    return _LEAD.sub("", (text or "")[:400])
+
+
+def declines(text: str) -> bool:
+    """Whether `text` opens by declining the task ("I'm sorry, but I can't help with that.")."""
+    return bool(_DECLINE.match(_opening(text)))
+
+
+def non_answer(conclusion: str) -> bool:
+    """Whether a conclusion says no answer can be given ("It cannot be determined.")."""
+    return bool(_NON_ANSWER.match(_opening(conclusion)))
 
 
 def normalise(text: str) -> str:
@@ -75,11 +126,13 @@ def _list_like(answer: str) -> list[float] | None:
 
 def option_letter(conclusion: str, n_options: int) -> str | None:
     m = _LETTER.match(conclusion or "")
-    if m:
-        letter = m.group(1).upper()
-        if ord(letter) - ord("A") < n_options:
-            return letter
-    return None
+    if not m:
+        return None
+    rest = (conclusion or "")[m.end(1):]
+    if m.group(1).islower() and rest[:1].isspace() and rest.strip() and not m.group(0).strip()[:-1].strip():
+        return None  # "a picture of ...": the article, not option (a)
+    letter = m.group(1).upper()
+    return letter if ord(letter) - ord("A") < n_options else None
 
 
 def close(a: float, b: float, rel_tol: float) -> bool:
@@ -88,11 +141,18 @@ def close(a: float, b: float, rel_tol: float) -> bool:
 
 def agree(conclusion: str, answer: str, options: list[str] | None = None, rel_tol: float = 0.01) -> Verdict:
     """Rule-based agreement between a conclusion and the standard answer."""
-    options = options or []
-    if is_refusal(conclusion):
-        return Verdict("disagree", "refusal", "the conclusion refuses")
     if not (conclusion or "").strip():
         return Verdict("disagree", "empty", "the conclusion is empty")
+    if declines(conclusion):
+        return Verdict("disagree", "refusal", "the conclusion declines to answer")
+    verdict = _agree_by_rules(conclusion, answer, options or [], rel_tol)
+    if verdict.decision == "undecided" and non_answer(conclusion):
+        # after the rules: "I cannot read it exactly, but it is 42" still gives an answer, right or wrong
+        return Verdict("disagree", "refusal", "the conclusion gives no answer")
+    return verdict
+
+
+def _agree_by_rules(conclusion: str, answer: str, options: list[str], rel_tol: float) -> Verdict:
 
     if options:
         want = (answer or "").strip().upper().rstrip(".")

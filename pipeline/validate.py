@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-from pipeline.agreement import agree, is_refusal
+from pipeline.agreement import agree
 from pipeline.stages import STAGES, parse, render
 
 VALIDATE_VERSION = "1"
@@ -47,8 +47,13 @@ def rule_four_stages(row: dict, ctx: TurnContext) -> Problem:
 
 
 def rule_no_refusal(row: dict, ctx: TurnContext) -> Problem:
-    if is_refusal(row["response"] or ""):
-        return "refusal", "refusal phrasing in the answer"
+    """The conclusion declines or gives no answer. Judged on the conclusion only (the format rule
+    before this one has made sure nothing stands outside the four stages): a hedge in the
+    reasoning followed by the answer is not a refusal."""
+    conclusion = parse(row["response"] or "", caption_may_be_empty=not ctx.has_image).stages.get("conclusion", "")
+    verdict = agree(conclusion, ctx.answer, ctx.options)
+    if verdict.rule == "refusal":
+        return "refusal", verdict.detail
     return None
 
 

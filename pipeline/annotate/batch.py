@@ -7,8 +7,10 @@ restarted run resumes polling instead of paying again; the uploaded file's id is
 batch is even asked for, so a run stopped between the API creating a batch and our recording it
 finds that batch by its file on restart (or after a create call that failed without saying
 whether the batch exists) rather than buying it twice. Every answered line goes into the cache the
-moment its output file is read; failed lines and the unfinished lines of an expired batch are
-resubmitted (the finished ones are kept).
+moment its output file is read; failed lines, the unfinished lines of an expired batch and every
+line of a failed batch are resubmitted after a backoff (the finished ones are kept). Once a
+batch's results are stored, its files (input, output, errors) are deleted from the provider's
+storage, which otherwise keeps them and counts them against the organisation's file quota.
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ import json
 
 from pipeline.annotate.backends import RequestRejected, TransientError, check_completion
 from pipeline.annotate.cache import CREATING, RequestCache
-from pipeline.annotate.pricing import PriceTable
+from pipeline.annotate.pricing import PriceTable, usage_tokens
 
 MAX_REQUESTS = 50_000
 MAX_BYTES = 200 * 1024 * 1024
@@ -42,10 +44,15 @@ def split_lines(lines: list[tuple[str, bytes]], max_requests: int = MAX_REQUESTS
 
 
 class BatchTransport:
+    """`client`: an openai AsyncOpenAI client, or a backend whose `.client` gives the one of the
+    running event loop. `budget`: the shared budget whose held reservations the answers settle."""
+
     def __init__(self, client, cache: RequestCache, prices: PriceTable | None = None, poll_interval_s: float = 30.0,
                  gather_window_s: float = 1.0, max_requests: int = MAX_REQUESTS, max_bytes: int = MAX_BYTES,
-                 completion_window: str = "24h", max_resubmits: int = 3, log=print) -> None:
-        self.client, self.cache = client, cache
+                 completion_window: str = "24h", max_resubmits: int = 3, log=print, budget=None,
+                 resubmit_backoff_s: float = 60.0, resubmit_backoff_cap_s: float = 3600.0) -> None:
+        self._client_source, self.cache, self.budget = client, cache, budget
+        self.resubmit_backoff_s, self.resubmit_backoff_cap_s = resubmit_backoff_s, resubmit_backoff_cap_s
         self.prices = prices or PriceTable.default()
         self.poll_interval_s, self.gather_window_s = poll_interval_s, gather_window_s
         self.max_requests, self.max_bytes = max_requests, max_bytes
@@ -56,12 +63,25 @@ class BatchTransport:
         self._models: dict[str, str] = {}
         self._pending: list[str] = []
         self._resubmits: dict[str, int] = {}
+        self._later: dict[float, list[str]] = {}  # backoff delay -> keys waiting to be resubmitted
         self._inflight: dict[str, str] = {}  # key -> batch id
         self._wake: asyncio.Event | None = None
         self._tasks: set[asyncio.Task] = set()
         self._flusher: asyncio.Task | None = None
         self.batches_submitted = 0
         self.resumed_batches = 0
+        self.lines_submitted = 0  # requests sent in created batches, resubmissions included
+        self.files_deleted = 0
+
+    @property
+    def client(self):
+        return getattr(self._client_source, "client", None) if hasattr(self._client_source, "chat") \
+            else self._client_source
+
+    def holds(self, key: str) -> bool:
+        """Whether a batch resumed from an earlier run already carries request `key`."""
+        self._start()
+        return key in self._inflight and key not in self._futures
 
     # -- public ----------------------------------------------------------------------------
 
@@ -90,13 +110,17 @@ class BatchTransport:
         if self._flusher is not None:
             return
         self._wake = asyncio.Event()
-        for batch_id, pairs in self.cache.open_batches():  # resume polling after a restart
+        open_batches, creating = self.cache.open_batches(), self.cache.creating_batches()
+        # the answers of a stopped run's batches are stored at their price: known before anything is read
+        self.prices.require({m for _, pairs in open_batches for _, m in pairs}
+                            | {m for _, pairs, _ in creating for _, m in pairs})
+        for batch_id, pairs in open_batches:  # resume polling after a restart
             self.resumed_batches += 1
             for k, model in pairs:
                 self._inflight[k] = batch_id
                 self._models.setdefault(k, model)
             self._spawn(self._poll(batch_id, [k for k, _ in pairs]))
-        for file_id, pairs, since in self.cache.creating_batches():  # stopped while creating one
+        for file_id, pairs, since in creating:  # stopped while creating one
             for k, model in pairs:
                 self._inflight[k] = CREATING + file_id
                 self._models.setdefault(k, model)
@@ -150,6 +174,7 @@ class BatchTransport:
             return
         self.cache.add_batch(batch.id, f.id, pairs)  # before polling
         self.batches_submitted += 1
+        self.lines_submitted += len(keys)
         for k in keys:
             self._inflight[k] = batch.id
         self.log(f"batch {batch.id}: {len(keys)} requests, {len(data)} bytes submitted")
@@ -233,7 +258,8 @@ class BatchTransport:
                 err = line.get("error") or ((line.get("response") or {}).get("body") or {}).get("error") or {}
                 if line.get("custom_id"):
                     errors[line["custom_id"]] = str(err.get("code") or err.get("message") or "error")
-        self.cache.close_batch(batch_id)
+        self.cache.close_batch(batch_id)  # every answer above is committed: its files can go
+        await self._delete_files(batch_id, batch.input_file_id, batch.output_file_id, batch.error_file_id)
         missing = [k for k in keys if k not in answered]
         if missing:
             self.log(f"batch {batch_id} {batch.status}: {len(answered)} answered, {len(missing)} to resubmit")
@@ -249,13 +275,35 @@ class BatchTransport:
             # answered lines are cached, and nothing else is owed
 
     def _retry(self, key: str, why: str) -> None:
+        """Resubmit `key` after a backoff (a failed or expired batch often fails again at once:
+        an outage, a quota of enqueued tokens), doubling with each resubmission."""
         n = self._resubmits.get(key, 0)
         if n >= self.max_resubmits:
             self._fail(key, RequestRejected(f"batch request failed {n + 1} times; last: {why}"))
             return
         self._resubmits[key] = n + 1
-        self._pending.append(key)
-        self._wake.set()
+        delay = min(self.resubmit_backoff_cap_s, self.resubmit_backoff_s * 2 ** n)
+        self._later.setdefault(delay, []).append(key)
+        if len(self._later[delay]) == 1:
+            self._spawn(self._requeue_after(delay))
+
+    async def _requeue_after(self, delay: float) -> None:
+        await asyncio.sleep(delay)
+        keys = self._later.pop(delay, [])
+        self._pending.extend(keys)
+        if keys:
+            self.log(f"resubmitting {len(keys)} batch requests after {delay:g} s")
+            self._wake.set()
+
+    async def _delete_files(self, batch_id: str, *file_ids: str | None) -> None:
+        for file_id in file_ids:
+            if not file_id:
+                continue
+            try:
+                await self.client.files.delete(file_id)
+                self.files_deleted += 1
+            except Exception as exc:  # a file left behind costs storage, not answers: say so, go on
+                self.log(f"batch {batch_id}: could not delete file {file_id} ({type(exc).__name__}: {exc})")
 
     def _fail(self, key: str, exc: Exception) -> None:
         fut = self._futures.get(key)
@@ -263,11 +311,12 @@ class BatchTransport:
             fut.set_exception(exc)
 
     def _store(self, key: str, body: dict) -> None:
-        usage = body.get("usage") or {}
-        tin, tout = int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
+        tin, tout, cached = usage_tokens(body)
         model = self._models[key]  # the model we asked for (recorded with the batch)
-        cost = self.prices.cost(model, tin, tout, batch=True)
+        cost = self.prices.cost(model, tin, tout, batch=True, cached_tokens=cached)
         self.cache.put(key, model, "batch", body, tin, tout, cost)
+        if self.budget is not None:  # the reservation made when the request was submitted (this run or a stopped one)
+            self.budget.settle_key(key, cost)
 
     async def _lines(self, file_id: str) -> list[dict]:
         content = await self.client.files.content(file_id)

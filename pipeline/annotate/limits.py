@@ -1,93 +1,10 @@
-"""Requests-per-minute and tokens-per-minute budgets, shared by every process on a host.
-
-Two token buckets live in one SQLite row, so two annotation partitions running at once in
-separate processes draw from one budget and together never exceed the account's limits. A 429
-pauses everyone until its Retry-After has passed. (Written by hand: the rate-limit libraries on
-PyPI keep their buckets in one process's memory.)
-"""
+"""Reading a reply's rate-limit headers: how long to wait (Retry-After and the reset headers) and
+how much of the account's budget is left (x-ratelimit-remaining-*). The shared budget itself is
+in pipeline/annotate/budget.py."""
 from __future__ import annotations
 
-import asyncio
-import sqlite3
+import re
 import time
-from pathlib import Path
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS rate_budget (
-    name TEXT PRIMARY KEY,
-    requests REAL NOT NULL,
-    tokens REAL NOT NULL,
-    updated REAL NOT NULL,
-    paused_until REAL NOT NULL
-)
-"""
-
-
-class SharedRateLimiter:
-    def __init__(self, path: str | Path, rpm: int, tpm: int, name: str = "default", clock=time.time) -> None:
-        if rpm <= 0 or tpm <= 0:
-            raise ValueError("rpm and tpm must be positive")
-        self.rpm, self.tpm, self.name, self.clock = rpm, tpm, name, clock
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(path), isolation_level=None, timeout=30, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        # No fsync per transaction (the default FULL syncs the WAL on every commit: ~3.6 ms per
-        # request on this machine's disk, more than everything else the client does). A killed
-        # process still loses no commit in WAL mode; a power loss may forget the last budget
-        # updates, which only lets a few requests through early.
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute(_SCHEMA)
-        self._db.execute(
-            "INSERT OR IGNORE INTO rate_budget VALUES (?,?,?,?,0)", (name, float(rpm), float(tpm), self.clock())
-        )
-        self.waited_s = 0.0
-
-    def close(self) -> None:
-        self._db.close()
-
-    def _try(self, tokens: int) -> float:
-        """Take one request and `tokens` if both buckets have them; else return seconds to wait."""
-        tokens = min(tokens, self.tpm)  # one request larger than a minute's budget waits for a full bucket
-        now = self.clock()
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            req, tok, updated, paused = self._db.execute(
-                "SELECT requests, tokens, updated, paused_until FROM rate_budget WHERE name=?", (self.name,)
-            ).fetchone()
-            elapsed = max(0.0, now - updated)
-            req = min(self.rpm, req + elapsed * self.rpm / 60.0)
-            tok = min(self.tpm, tok + elapsed * self.tpm / 60.0)
-            if now < paused:
-                wait = paused - now
-            elif req >= 1 and tok >= tokens:
-                req, tok, wait = req - 1, tok - tokens, 0.0
-            else:
-                wait = max((1 - req) * 60.0 / self.rpm if req < 1 else 0.0,
-                           (tokens - tok) * 60.0 / self.tpm if tok < tokens else 0.0)
-            self._db.execute(
-                "UPDATE rate_budget SET requests=?, tokens=?, updated=? WHERE name=?", (req, tok, now, self.name)
-            )
-            self._db.execute("COMMIT")
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        return wait
-
-    async def acquire(self, tokens: int) -> None:
-        while True:
-            wait = self._try(tokens)
-            if wait <= 0:
-                return
-            wait = min(wait, 5.0) + 0.001
-            self.waited_s += wait
-            await asyncio.sleep(wait)
-
-    def pause(self, seconds: float) -> None:
-        """Hold every request (in every process) for `seconds`: the server said Retry-After."""
-        until = self.clock() + max(0.0, seconds)
-        self._db.execute(
-            "UPDATE rate_budget SET paused_until=MAX(paused_until, ?) WHERE name=?", (until, self.name)
-        )
 
 
 def retry_after_seconds(headers, resets: bool = True) -> float | None:
@@ -128,16 +45,15 @@ def remaining_budget(headers) -> tuple[float | None, float | None]:
     for h in ("x-ratelimit-remaining-requests", "x-ratelimit-remaining-tokens"):
         value = headers.get(h) if headers is not None else None
         try:
-            out.append(float(value) if value is not None else None)
+            number = float(value) if value is not None else None
         except ValueError:
-            out.append(None)
+            number = None
+        out.append(number if number is not None and number >= 0 else None)  # -1: the server does not say
     return out[0], out[1]
 
 
 def parse_duration(text: str) -> float | None:
     """'1s', '6m0s', '20ms', '1h2m3.5s' -> seconds."""
-    import re
-
     if not text:
         return None
     total, matched = 0.0, False
@@ -145,3 +61,28 @@ def parse_duration(text: str) -> float | None:
         matched = True
         total += float(value) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[unit]
     return total if matched else None
+
+
+class SustainedRateLimits:
+    """Whether 429s keep coming: at least `share` of the last `window` replies were 429s.
+
+    A single 429 delays only the request that got it (with its Retry-After, or backoff); the
+    whole client (every process sharing the budget) pauses only when this says the refusals are
+    not a passing burst: an account or server over its limit refuses nearly everything, a healthy
+    one under load refuses a few per cent."""
+
+    def __init__(self, window: int = 20, share: float = 0.5) -> None:
+        from collections import deque
+
+        self.window, self.share = window, share
+        self._last: deque[bool] = deque(maxlen=window)
+        self._count = 0
+
+    def record(self, was_429: bool) -> None:
+        if len(self._last) == self.window:
+            self._count -= self._last[0]
+        self._last.append(was_429)
+        self._count += was_429
+
+    def sustained(self) -> bool:
+        return len(self._last) >= self.window // 2 and self._count >= self.share * self.window

@@ -38,6 +38,17 @@ class AnnotateSummary:
     prompt_version: str
     annotations_path: str
     content_hash: str
+    batch: bool = False  # sent through the Batch API
+    usd_per_accepted_turn: float | None = None  # this run: dollars spent / turns accepted in it
+    partition_usd: float = 0.0  # what every row of the partition cost, this run and earlier ones
+    partition_usd_per_accepted_turn: float | None = None
+
+
+def estimate_line(source: str, e: dict) -> str:
+    return (f"{source}: estimate before sending: {e['requests']} requests ({e['generation_requests']} generation, "
+            f"{e['judge_requests']} judge; retries come on top), {e['input_tokens']:,} input and "
+            f"{e['output_tokens']:,} output tokens, ${e['usd']:.2f} at {'Batch API' if e['batch'] else 'online'} "
+            f"prices (worked out in {e['seconds']:.2f} s)")
 
 
 def _previous(out: Root) -> dict[tuple[str, int], dict]:
@@ -91,15 +102,19 @@ def annotate_partition(
     turns = [t for r in rows for t in turns_of(r)]
     previous = _previous(out)
     kept, todo, why = plan(turns, previous, annotator.model_label, policy)
+    annotator.choose_transport(len(todo))
     estimate = annotator.estimate([t for t, _ in todo])
-    log(f"{source}: {len(turns)} turns; {len(kept)} kept, {len(todo)} to annotate {why}; "
-        f"estimated ${estimate['usd']:.4f} for {estimate['input_tokens']} input and "
-        f"{estimate['output_tokens']} output tokens")
+    log(f"{source}: {len(turns)} turns; {len(kept)} kept, {len(todo)} to annotate {why}")
+    if todo:
+        log(estimate_line(source, estimate))
 
     new_rows: dict[tuple[str, int], dict] = {}
     by_round: dict[int, list[Turn]] = {}
-    for t, rnd in todo:
+    # the questions about one image one after another: they share the prompt prefix that the
+    # provider's prompt cache bills at the cached-input price (it keeps prefixes for minutes)
+    for t, rnd in sorted(todo, key=lambda tr: (tr[1], tr[0].image_path or "", tr[0].sample_id, tr[0].turn_index)):
         by_round.setdefault(rnd, []).append(t)
+
     async def run_rounds():
         base_round = annotator.s.round
         try:
@@ -109,26 +124,34 @@ def annotate_partition(
                     new_rows[(row["sample_id"], row["turn_index"])] = row
         finally:
             annotator.s.round = base_round
+            await annotator.aclose()
 
     asyncio.run(run_rounds())
 
     sink = TableSink(out, "annotations.parquet", schema.ANNOTATION)
     by_status: dict[str, int] = {}
+    partition_usd = 0.0
     try:
         for t in turns:
             key = (t.sample_id, t.turn_index)
             row = new_rows.get(key) or kept[key]
             sink.add(row)
             by_status[row["status"]] = by_status.get(row["status"], 0) + 1
+            partition_usd += row["cost_usd"]
         sink.close()
     except BaseException:
         sink.abort()
         raise
+    stats = annotator.stats.as_dict()
+    accepted_now = sum(r["status"] == "ok" for r in new_rows.values())
     summary = AnnotateSummary(
         source=source, turns=len(turns), kept=len(kept), sent=len(todo), by_status=dict(sorted(by_status.items())),
-        stale=why, estimate=estimate, stats=annotator.stats.as_dict(), teacher_model=annotator.model_label,
+        stale=why, estimate=estimate, stats=stats, teacher_model=annotator.model_label,
         prompt_version=prompts.PROMPT_VERSION, annotations_path=out.path("annotations.parquet"),
-        content_hash=sink.hasher.hexdigest()[:32],
+        content_hash=sink.hasher.hexdigest()[:32], batch=annotator.transport is not None,
+        usd_per_accepted_turn=round(stats["spent_usd"] / accepted_now, 6) if accepted_now else None,
+        partition_usd=round(partition_usd, 6),
+        partition_usd_per_accepted_turn=(round(partition_usd / by_status["ok"], 6) if by_status.get("ok") else None),
     )
     with out.open("summary.json", "w") as f:
         f.write(json.dumps(asdict(summary), indent=2, sort_keys=True))

@@ -1,12 +1,18 @@
 """The teacher's prompts, versioned. Any change to the text below must come with a new
 PROMPT_VERSION (and its fingerprint in PROMPT_FINGERPRINTS): turns annotated under an older
 version are then re-sent by the re-annotation schedule, and only those.
+
+Layout, for the provider's automatic prompt caching (OpenAI: a repeated prefix of 1,024 tokens
+or more is billed at the cached-input price): the fixed instructions come first and are the same
+in every request, then the image, then what changes (question, answer, hints). The turns of one
+conversation, the retries of a turn and the questions about one image therefore repeat the
+instructions and the image as one prefix; the partition sends them one after another.
 """
 from __future__ import annotations
 
 import hashlib
 
-PROMPT_VERSION = "v1"
+PROMPT_VERSION = "v2"
 
 SYSTEM = """\
 You write reference answers that teach a vision-language model to reason before it answers.
@@ -21,8 +27,8 @@ Rules:
 - Write nothing before the first tag or after the last one.
 - You are given the standard answer. Your conclusion must agree with it in meaning. Reason your way
   to it from the image honestly; never mention that an answer was given to you.
-- For a multiple-choice question the conclusion is only the correct option (its letter, or the
-  letter and the option text), with no explanation.
+- For a multiple-choice question the conclusion is only the letter of the correct option: no
+  option text, no explanation.
 - Otherwise match the length the question asks for: a word or number when the standard answer is
   short, a full description when the standard answer is a description.
 - Write in the language of the question."""
@@ -58,6 +64,7 @@ Verdict (valid or invalid):"""
 # sha256 of every template above, joined, for each published version. A test recomputes it.
 PROMPT_FINGERPRINTS = {
     "v1": "02f63940aad3b8a932159e6211e050efd3893512d53081b5c2763595a759d0d1",
+    "v2": "8a1779b67fd7a4e97e9f412091677cdf307140326d9d155703861c4aa4a68e85",
 }
 
 

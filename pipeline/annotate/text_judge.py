@@ -32,7 +32,9 @@ class TextJudge:
         return asyncio.run_coroutine_threadsafe(ask(), self.loop).result()
 
     def close(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
+        if self.loop.is_running():  # the HTTP session belongs to this loop: close it there
+            asyncio.run_coroutine_threadsafe(self.annotator.aclose(), self.loop).result(timeout=10)
+            self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(timeout=5)
 
 

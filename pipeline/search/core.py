@@ -191,6 +191,8 @@ class GenerationCore(_Base):
         small = sum(p.numel() for p in model.parameters()) < 50_000_000
         self.cpu_threads = 1 if self.device.type == "cpu" and small else None
         self._index: dict[tuple[int, ...], torch.Tensor] = {}
+        # on the device once: indexing a CUDA tensor with a Python list uploads it and waits for the device
+        self._eos_index = torch.tensor(self.eos_ids, dtype=torch.long, device=self.device)
 
     @contextlib.contextmanager
     def threads(self):
@@ -242,7 +244,9 @@ class GenerationCore(_Base):
         sessions = [r[0] for r in requests]
         self.sync_many(sessions)
         runner = self.runner
-        runner.ensure(runner.R, max(s.length + r[3] for s, r in zip(sessions, requests)) + 1)
+        # finished rows ride along (fixed batch) until the longest budget is spent: room for the
+        # longest prompt plus the longest budget, whichever requests they belong to
+        runner.ensure(runner.R, max(s.length for s in sessions) + max(r[3] for r in requests) + 1)
         plan = []       # per request: its rows (home first), sampling, scanner, budget
         for s, n, stop, budget, greedy in requests:
             extra = runner.alloc(n - 1)
@@ -313,7 +317,7 @@ class GenerationCore(_Base):
         if self.suppress_eos or self.vocab_limit:
             logits = logits.clone()
             if self.suppress_eos:
-                logits[:, self.eos_ids] = float("-inf")
+                logits.index_fill_(1, self._eos_index, float("-inf"))
             if self.vocab_limit:
                 logits[:, self.vocab_limit:] = float("-inf")
         # each request draws noise for all its candidates every step, from its session's generator:

@@ -315,9 +315,13 @@ class _DecodeGraph:
     """The decode step of rows [0, B) captured once: static token/position buffers in, logits out.
     Attention reads the whole arena length, so the shapes never change."""
 
-    def __init__(self, graph, tokens, positions, logits, scratch: int):
+    def __init__(self, graph, step, tokens, positions, logits, scratch: int):
         self.graph, self.tokens, self.positions, self.logits = graph, tokens, positions, logits
         self.scratch = scratch
+        # the captured function, and through it every tensor made outside the capture that it reads
+        # (the row indices): a replay reads them by address, so they live as long as the graph
+        # (freed, their memory would be handed to other tensors)
+        self.step = step
 
     @classmethod
     def capture(cls, runner: MllamaRunner, b: int) -> "_DecodeGraph | None":
@@ -341,7 +345,7 @@ class _DecodeGraph:
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph), torch.inference_mode():
                 logits = step()
-            return cls(graph, tokens, positions, logits, runner.L - 1)
+            return cls(graph, step, tokens, positions, logits, runner.L - 1)
         except Exception as exc:  # noqa: BLE001 - an optional speed-up: say so and run eagerly
             log.warning("CUDA graph capture of the decode step (batch %d) failed, decoding eagerly: %s", b, exc)
             return None

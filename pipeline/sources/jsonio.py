@@ -14,6 +14,7 @@ used here: a record nested 100,000 levels deep exhausts memory inside it.
 """
 from __future__ import annotations
 
+import codecs
 import mmap
 import re
 from dataclasses import dataclass
@@ -149,9 +150,23 @@ def _invalid(buf) -> str | None:
     """Why the whole buffer is not one valid JSON document (None when it is)."""
     try:
         msgspec.json.decode(buf, type=msgspec.Raw)
-        return None
     except (msgspec.DecodeError, RecursionError, ValueError) as exc:
         return _why(exc)
+    return _not_utf8(buf)
+
+
+def _not_utf8(buf, chunk: int = 1 << 20) -> str | None:
+    """Where the buffer stops being UTF-8 (None when it is all UTF-8). msgspec checks a string's
+    bytes only when it decodes it: a bad byte in a part nobody reads (a key beside the records)
+    passes its structural parse. Checked in chunks so a large file is never copied whole."""
+    check = codecs.getincrementaldecoder("utf-8")()
+    view = memoryview(buf)
+    for at in range(0, len(view), chunk):
+        try:
+            check.decode(view[at:at + chunk], final=at + chunk >= len(view))
+        except UnicodeDecodeError as exc:
+            return f"a byte that is not UTF-8 near byte {at + exc.start}"
+    return None
 
 
 def _container(buf, key: str | None, kind: str):

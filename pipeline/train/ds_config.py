@@ -17,6 +17,9 @@ What "auto" becomes (`auto_values`):
 than the Hugging Face Trainer's (hidden^2 and 0.9 hidden^2): with 32 MB buckets an 11B model's
 gradients are reduced in ~650 pieces, each with its own host-side bookkeeping and a bounded number
 in flight, which keeps the host, not the GPU, the limit of the backward pass; 1 GB buckets cost 1 GB.
+The shipped configs turn DeepSpeed's throughput timer off ("timers"): it synchronises the device at
+every forward and every step, so the host would wait for each step before queuing the next (the
+trainer times steps itself, with CUDA events).
 
 The optimizer. The shipped configs have no "optimizer" entry: the trainer builds
 `torch.optim.AdamW` itself (its fused CUDA kernel on a GPU; see pipeline/train/train.py) and hands

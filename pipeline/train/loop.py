@@ -143,20 +143,41 @@ class TrainLoop:
     def _assemble(self, lr, window_start, window_steps):
         """Queue the metrics of the window ending at this step (all-reduce on the device); they are
         read by `_emit` after the next step's work is queued. Returns the next window's start."""
-        values = torch.cat([self.loss_sum, torch.tensor(self.counts, dtype=torch.float64).to(self.device)])
+        # the host counts go up from pinned memory, asynchronously: a copy from pageable memory
+        # would wait for the device to finish the step (a synchronisation at every metrics line)
+        cuda = self.device.type == "cuda"
+        counts = torch.tensor(self.counts, dtype=torch.float64, pin_memory=cuda).to(self.device, non_blocking=cuda)
+        values = torch.cat([self.loss_sum, counts])
         if self.world > 1:
             dist.all_reduce(values)
         end = self.clock.mark()
-        grad_norm = self.engine.get_global_grad_norm()
-        self.pending = {"step": self.step, "values": values, "lr": lr, "start": window_start, "end": end,
-                        "steps": window_steps, "grad_norm": grad_norm, "epoch": self.micro / self.sampler.batches_per_epoch}
+        grad_norm = self.engine.get_global_grad_norm()   # a float, or a tensor on the host or the device
+        if torch.is_tensor(grad_norm) and grad_norm.device.type == self.device.type != "cpu":
+            values = torch.cat([values, grad_norm.detach().reshape(1).to(values)])   # read back with the rest
+            grad_norm = None
+        elif torch.is_tensor(grad_norm):
+            grad_norm = float(grad_norm)
+        # back to the host asynchronously (into pinned memory), behind an event: `_emit` then waits
+        # for this step's values only; a blocking copy (or float() of a device tensor) would wait for
+        # everything queued since, the next step included, and leave the device idle after it
+        host = values.to("cpu", non_blocking=cuda)
+        ready = None
+        if cuda:
+            ready = torch.cuda.Event()
+            ready.record()
+        self.pending = {"step": self.step, "host": host, "ready": ready, "grad_norm": grad_norm, "lr": lr,
+                        "start": window_start, "end": end, "steps": window_steps,
+                        "epoch": self.micro / self.sampler.batches_per_epoch}
         self.loss_sum = torch.zeros_like(self.loss_sum)
         self.counts = [0.0, 0.0, 0.0, 0.0]
         return end
 
     def _emit(self) -> None:
         p, self.pending = self.pending, None
-        loss_sum, micro, tokens, samples, padded, flops = p["values"].cpu().tolist()
+        if p["ready"] is not None:
+            p["ready"].synchronize()
+        loss_sum, micro, tokens, samples, padded, flops, *device_norm = p["host"].tolist()
+        grad_norm = device_norm[0] if device_norm else p["grad_norm"]
         seconds = self.clock.seconds(p["start"], p["end"])
         first = self.totals["seconds"] == 0.0
         t = self.totals
@@ -169,7 +190,6 @@ class TrainLoop:
             self.steady["flops"] += flops
             self.steady["seconds"] += seconds
         self.last_loss = loss_sum / max(1.0, micro)
-        grad_norm = p["grad_norm"]
         metrics = {
             "loss": self.last_loss, "lr": p["lr"], "tokens_per_s": tokens / seconds, "samples_per_s": samples / seconds,
             "step_time_s": seconds / max(1, p["steps"]), "mfu": self._mfu(flops, seconds),
@@ -217,7 +237,7 @@ class TrainLoop:
 
     def _maybe_start_profile(self) -> None:
         r = self.args.profile_range
-        if not r or self.step + 1 != r[0] or self._profiler is not None:
+        if not r or self.step + 1 != r[0] or self._profiler is not None or self.profile is not None:
             return
         from torch.profiler import ProfilerActivity, profile
 
@@ -225,10 +245,13 @@ class TrainLoop:
 
         activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if self.device.type == "cuda" else [])
         self._sync()
-        self._profiler = profile(activities=activities)
-        self._profiler.__enter__()
-        self._window_range = torch.autograd.profiler.record_function(WINDOW)
-        self._window_range.__enter__()
+        try:
+            self._profiler = profile(activities=activities)
+            self._profiler.__enter__()
+            self._window_range = torch.autograd.profiler.record_function(WINDOW)
+            self._window_range.__enter__()
+        except Exception as exc:  # noqa: BLE001 - the profile is an extra: train on without it, say why
+            self._profile_failed(r, "start", exc)
 
     def _maybe_stop_profile(self) -> None:
         r = self.args.profile_range
@@ -237,13 +260,17 @@ class TrainLoop:
         from pipeline.train.profiling import device_busy
 
         self._sync()
-        self._window_range.__exit__(None, None, None)
-        self._profiler.__exit__(None, None, None)
         folder = self.output_dir / "profile"
-        folder.mkdir(parents=True, exist_ok=True)
         trace = folder / f"trace-rank{self.rank}.json"
-        self._profiler.export_chrome_trace(str(trace))
-        busy = device_busy(trace)
+        try:
+            self._window_range.__exit__(None, None, None)
+            self._profiler.__exit__(None, None, None)
+            folder.mkdir(parents=True, exist_ok=True)
+            self._profiler.export_chrome_trace(str(trace))
+            busy = device_busy(trace)
+        except Exception as exc:  # noqa: BLE001 - as above: the steps' own figures are kept
+            self._profile_failed(r, "trace", exc)
+            return
         self.profile = {"steps": f"{r[0]}:{r[1]}", "trace": str(trace)}
         if busy is None:
             self.profile["device_busy_fraction"] = None  # no device events (a CPU run)
@@ -255,3 +282,16 @@ class TrainLoop:
                   f"{busy['busy_fraction']:.1%} of {busy['wall_s']:.3f} s" if busy else
                   f"profiled steps {r[0]}-{r[1]}: trace {trace} (no device events)", file=sys.stderr, flush=True)
         self._profiler = None
+
+    def _profile_failed(self, r, stage: str, exc: Exception) -> None:
+        """The profile of steps r failed at `stage`: reported (metrics `profile_error`), profiler stopped."""
+        profiler, self._profiler = self._profiler, None
+        if profiler is not None:
+            try:
+                profiler.__exit__(None, None, None)
+            except Exception:  # noqa: BLE001 - it failed already; the error below says so
+                pass
+        self.profile = {"steps": f"{r[0]}:{r[1]}", "error": f"{stage}: {type(exc).__name__}: {exc}"}
+        if self.rank == 0:
+            print(f"profiling steps {r[0]}-{r[1]} failed ({self.profile['error']}); training goes on",
+                  file=sys.stderr, flush=True)

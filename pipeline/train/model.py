@@ -152,10 +152,11 @@ def checkpoint_vision_layers(model) -> int:
     return len(layers)
 
 
-def _kernel_checks() -> dict:
-    """For each Liger kernel: a function that runs it once, forward and backward, on a small CUDA
-    problem and compares it with PyTorch (a Triton compile error or a wrong result shows here,
-    before training, instead of killing the run at its first step)."""
+def _kernel_checks(text_width: int = 64, vision_width: int = 64, mlp_width: int = 64) -> dict:
+    """For each Liger kernel: a function that runs it once, forward and backward, on a few rows at
+    the model's own widths on CUDA and compares it with PyTorch (a Triton compile error or a wrong
+    result shows here, before training, instead of killing the run at its first step; the kernels
+    are compiled for the widths the run uses)."""
     import torch.nn.functional as F
 
     def check(fused, reference, *shapes):
@@ -175,20 +176,20 @@ def _kernel_checks() -> dict:
     def rms_norm():
         from liger_kernel.transformers.rms_norm import LigerRMSNorm
 
-        m = LigerRMSNorm(64, eps=1e-5).cuda().to(torch.bfloat16)
+        m = LigerRMSNorm(text_width, eps=1e-5).cuda().to(torch.bfloat16)
         check(m, lambda x: m.weight * (x.float() * torch.rsqrt(x.float().pow(2).mean(-1, keepdim=True) + 1e-5)).to(x.dtype),
-              (8, 64))
+              (8, text_width))
 
     def layer_norm():
         from liger_kernel.transformers.layer_norm import LigerLayerNorm
 
-        m = LigerLayerNorm(64, eps=1e-5).cuda().to(torch.bfloat16)
-        check(m, lambda x: F.layer_norm(x, (64,), m.weight, m.bias, 1e-5), (8, 64))
+        m = LigerLayerNorm(vision_width, eps=1e-5).cuda().to(torch.bfloat16)
+        check(m, lambda x: F.layer_norm(x, (vision_width,), m.weight, m.bias, 1e-5), (8, vision_width))
 
     def swiglu():
         from liger_kernel.ops.swiglu import LigerSiLUMulFunction
 
-        check(LigerSiLUMulFunction.apply, lambda a, b: F.silu(a) * b, (8, 64), (8, 64))
+        check(LigerSiLUMulFunction.apply, lambda a, b: F.silu(a) * b, (8, mlp_width), (8, mlp_width))
 
     return {"rms_norm": rms_norm, "layer_norm": layer_norm, "swiglu": swiglu}
 
@@ -206,7 +207,9 @@ def fused_kernels(model) -> list[str]:
         log.warning("fused kernels: liger-kernel unavailable (%s: %s); plain modules kept", type(exc).__name__, exc)
         return []
     done = []
-    for name, check in _kernel_checks().items():
+    text, vision = model.config.text_config, model.config.vision_config
+    checks = _kernel_checks(text.hidden_size, vision.hidden_size, text.intermediate_size)
+    for name, check in checks.items():
         flags = {"rope": False, "cross_entropy": False, "fused_linear_cross_entropy": False,
                  "rms_norm": False, "layer_norm": False, "swiglu": False, name: True}
         try:

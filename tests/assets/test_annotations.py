@@ -46,6 +46,9 @@ def test_env_key_selects_the_real_client_and_the_key_is_never_written(tmp_path, 
             (m,) = result.asset_materializations_for_node("annotations")
             assert m.metadata["teacher_model"].value == "gpt-4o"
             assert m.metadata["calls_made"].value > 0 and m.metadata["cost_usd_this_run"].value > 0
+            assert m.metadata["usd_per_accepted_turn"].value > 0
+            estimate = m.metadata["estimate"].value
+            assert estimate["requests"] >= estimate["generation_requests"] > 0 and estimate["usd"] > 0
             assert fake.stats()["received"] >= m.metadata["turns"].value
             assert sum(fake.stats()["faults_by_kind"].values()) > 0
             # the event log, as the UI reads it
@@ -62,3 +65,33 @@ def test_env_key_selects_the_real_client_and_the_key_is_never_written(tmp_path, 
     for folder in (data, home):
         assert _files_containing(folder, KEY.encode()) == []
     assert list(data.rglob("*.sqlite")), "the request cache was written under the data root"
+
+
+def test_a_dead_account_fails_the_run_at_once_with_the_reason(tmp_path, monkeypatch):
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    with FakeOpenAI(api_key=KEY, insufficient_quota=1.0) as fake:
+        monkeypatch.setenv("OPENAI_API_KEY", KEY)
+        monkeypatch.setenv("OPENAI_BASE_URL", fake.base_url)
+        monkeypatch.setenv("LLAVACOT_DATA_ROOT", str(tmp_path / "data"))
+        monkeypatch.setenv("DAGSTER_HOME", str(home))
+        import definitions
+
+        defs = importlib.reload(definitions).defs
+        try:
+            instance = dg.DagsterInstance.get()
+            result = defs.resolve_job_def("main").execute_in_process(
+                partition_key="clevr", instance=instance, raise_on_error=False)
+            assert not result.success
+            failures = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+            assert [e.step_key for e in failures] == ["annotations"]
+            text = str(failures[0].event_specific_data.error)
+            assert "no quota left" in text and KEY not in text
+            assert fake.stats()["requests"] <= 32 + 1  # the requests already in flight; nothing retried
+            assert not result.asset_materializations_for_node("validated")
+            instance.dispose()
+        finally:
+            monkeypatch.delenv("OPENAI_API_KEY")
+            monkeypatch.delenv("OPENAI_BASE_URL")
+            importlib.reload(definitions)

@@ -29,6 +29,9 @@ def test_cpu_smoke_run_reports_every_figure(tmp_path):
     assert 0 < run["useful_token_fraction"] <= 1
     assert run["speed"]["fused_loss"] == "chunked" and run["zero_stage"] == 3
     assert (tmp_path / "run-project" / "profile" / "trace-rank0.json").is_file()  # the profiled steps
+    lines = (tmp_path / "run-project" / "metrics.jsonl").read_text().splitlines()
+    metrics = [m for m in map(json.loads, lines) if m["event"] == "metrics"]
+    assert len(metrics) == 1 + 2 + 2 and all(m["grad_norm"] > 0 for m in metrics)  # ZeRO's norm, read with the rest
     plain = summary["plain"]
     assert plain["step_s"] > 0
     assert plain["flops_formula"] == pytest.approx(plain["flops_counted"], rel=0.05)  # sdpa's math path on CPU

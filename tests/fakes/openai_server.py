@@ -8,9 +8,17 @@ It speaks enough of the wire protocol for the real `openai` client (sync and asy
   fixed amount per image part; rate-limit headers from per-minute request/token budgets.
 * Files (`/v1/files`, upload/retrieve/content/delete/list) and Batches (`/v1/batches`,
   create/retrieve/cancel/list) held in memory, with the API's 50,000-request / 200 MB limits.
-* Fault injection (latency + jitter, 429 with Retry-After, 500/503, timeouts, malformed bodies,
-  refusals), drawn deterministically from `random.Random(f"{seed}:{n}")` for the n-th request,
-  plus "fail the first K attempts of each distinct request".
+* Fault injection (latency + jitter, 429 with Retry-After, 429 without rate-limit headers,
+  `insufficient_quota`, 500/503, timeouts, malformed bodies, refusals, `finish_reason`
+  "content_filter" and "length"), drawn deterministically from `random.Random(f"{seed}:{n}")` for the
+  n-th request, plus "fail the first K attempts of each distinct request".
+* Rate-limit headers on every reply, left out or set to -1 on request (`ratelimit_headers`, as
+  Azure and many OpenAI-compatible servers do); unknown models answered 404 `model_not_found`
+  (`known_models`); answers cut at `max_tokens` with finish_reason "length" when it is below
+  `min_complete_tokens`.
+* Automatic prompt caching as OpenAI describes it: a prompt whose first 1,024 or more tokens
+  repeat an earlier prompt's reports them (in 128-token steps) as
+  `usage.prompt_tokens_details.cached_tokens`.
 * Accounting per distinct request body (sha256 of the canonical JSON): `GET /_stats`,
   `POST /_reset`, `POST /_configure`, or the Python methods of the same names.
 
@@ -49,7 +57,16 @@ from typing import Any, Awaitable, Callable, Optional, Union
 from aiohttp import web
 
 HOST = "127.0.0.1"
-FAULT_KINDS = ("rate_limit", "server_error", "timeout", "malformed", "refusal")
+FAULT_KINDS = ("rate_limit", "server_error", "timeout", "malformed", "refusal",
+               "rate_limit_bare", "insufficient_quota", "content_filter", "length")
+# What `fault_rate` spreads over when no kinds are named: every kind a client can survive
+# (insufficient_quota ends a run by design).
+RETRYABLE_KINDS = tuple(k for k in FAULT_KINDS if k != "insufficient_quota")
+RATELIMIT_HEADER_MODES = ("full", "none", "minus_one")
+# a reply whose x-ratelimit-* headers are to be left out (ResponseKey: aiohttp >= 3.12)
+BARE = web.ResponseKey("fake_bare", bool) if hasattr(web, "ResponseKey") else "fake_bare"
+QUOTA_MESSAGE = ("You exceeded your current quota, please check your plan and billing details. For more "
+                 "information on this error, read the docs: https://platform.openai.com/docs/guides/error-codes.")
 REFUSAL_TEXT = "I'm sorry, but I can't help with that."
 FILE_PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals")
 BATCH_ENDPOINTS = ("/v1/chat/completions",)
@@ -101,24 +118,51 @@ def estimate_tokens(text: Optional[str]) -> int:
     return max(1, math.ceil(len(text) / 4)) if text else 0
 
 
+def _image_detail_tokens(part: dict, image_tokens: int) -> int:
+    detail = (part.get("image_url") or {}).get("detail") if isinstance(part.get("image_url"), dict) else None
+    return 85 if detail == "low" else image_tokens
+
+
 def estimate_prompt_tokens(body: dict, image_tokens: int) -> int:
-    n = 3
+    """Prompt tokens: text length / 4, `image_tokens` per image part (85 at detail "low")."""
+    return prompt_prefixes(body, image_tokens)[-1][0]
+
+
+def prompt_prefixes(body: dict, image_tokens: int) -> list[tuple[int, bytes]]:
+    """(tokens so far, digest of the prompt so far) after each message part, in order: the
+    prefixes a prompt cache can match. The last entry's token count is the whole prompt's."""
+    h = hashlib.sha256(str(body.get("model")).encode())
+    n, out = 3, []
     for m in body.get("messages") or []:
         if not isinstance(m, dict):
             continue
-        n += 4 + sum(estimate_tokens(t) for t in _texts(m.get("content")))
-        n += image_tokens * _n_images(m.get("content"))
-    return n
+        n += 4
+        h.update(b"\0role:" + str(m.get("role")).encode())
+        for p in _parts(m.get("content")):
+            if p.get("type") in ("image_url", "input_image"):
+                n += _image_detail_tokens(p, image_tokens)
+                h.update(b"\0image:" + canonical_json(p).encode())
+            else:
+                text = str(p.get("text", ""))
+                n += estimate_tokens(text)
+                h.update(b"\0text:" + text.encode())
+            out.append((n, h.digest()))
+    return out or [(n, h.digest())]
 
 
 _STANDARD = re.compile(r"^\s*Standard answer:\s*(.*?)\s*$", re.IGNORECASE | re.MULTILINE)
 _VERDICT = re.compile(r"\bverdict\b", re.IGNORECASE)
 
 
-def default_responder(body: dict) -> str:
+FILLER = ("Each detail was checked against the image once more, and nothing in it points to a different "
+          "reading of the question. ")
+
+
+def default_responder(body: dict, reasoning_tokens: int = 0) -> str:
     """Four stages whose conclusion is the last `Standard answer: X` line of the user messages
     (else "unknown"; a retry's follow-up message carries none, the first one does); "valid" for a
-    judge request (system or user text mentions "verdict")."""
+    judge request (system or user text mentions "verdict"). `reasoning_tokens` pads the reasoning
+    to about that many tokens (real teachers write a few hundred)."""
     messages = [m for m in body.get("messages") or [] if isinstance(m, dict)]
     for m in messages:
         if m.get("role") in ("system", "developer", "user"):
@@ -131,11 +175,12 @@ def default_responder(body: dict) -> str:
         if found and found[-1]:
             answer = found[-1]
             break
+    pad = FILLER * max(0, math.ceil((reasoning_tokens - 20) / estimate_tokens(FILLER))) if reasoning_tokens else ""
     return (
         "<SUMMARY>I will look at the image, find the details the question asks about and work "
         "out the answer step by step.</SUMMARY>\n\n"
         "<CAPTION>The image shows the objects, labels and values the question refers to.</CAPTION>\n\n"
-        "<REASONING>Reading the relevant details and combining them as the question requires "
+        f"<REASONING>{pad}Reading the relevant details and combining them as the question requires "
         f"leads to the answer {answer}.</REASONING>\n\n"
         f"<CONCLUSION>{answer}</CONCLUSION>"
     )
@@ -226,15 +271,25 @@ class FakeConfig:
     enforce_rate_limits: bool = False    # answer 429 when a budget is exhausted
     image_tokens: int = 765              # prompt tokens counted per image part
     api_key: Optional[str] = None        # if set, require "Authorization: Bearer <api_key>"
+    ratelimit_headers: str = "full"      # x-ratelimit-* on replies: "full", "none", or "minus_one" (-1)
+    known_models: Optional[tuple] = None  # if set, any other model is answered 404 model_not_found
+    min_complete_tokens: int = 0         # max_tokens below this: the answer is cut, finish_reason "length"
+    reasoning_tokens: int = 0            # the default responder pads its reasoning to about this many tokens
+    prompt_cache: bool = True            # report cached prompt tokens (OpenAI's automatic prompt caching)
+    prompt_cache_min: int = 1024         # ... for a repeated prefix of at least this many tokens
+    prompt_cache_ttl: float = 600.0      # ... seen within this many seconds
+    batch_prompt_cache: bool = False     # whether batch lines get cached tokens too
     batch_polls: int = 2                 # GETs until a batch is final (1st GET -> in_progress)
     batch_seconds: Optional[float] = None  # or: seconds after creation until final
     batch_fail_fraction: float = 0.0     # fraction of batch lines answered with a 500
     batch_expire_fraction: Optional[float] = None  # if set, batches expire with this fraction done
+    batch_fail_first: int = 0            # the first K batches created end "failed" (no output at all)
     max_batch_requests: int = 50_000
     max_batch_bytes: int = 200 * 1024 * 1024
 
 
 _MODES = {
+    "ratelimit_headers": RATELIMIT_HEADER_MODES,
     "timeout_then": ("drop", "answer"),
     "malformed_mode": ("invalid_json", "missing_choices", "mixed"),
     "refusal_mode": ("content", "field", "both", "mixed"),
@@ -248,7 +303,7 @@ def _updated(cfg: FakeConfig, kw: dict) -> FakeConfig:
         faults = dict(kw.pop("faults") or {})
     if "fault_rate" in kw:
         rate = float(kw.pop("fault_rate") or 0.0)
-        kinds = tuple(kw.pop("fault_kinds", None) or FAULT_KINDS)
+        kinds = tuple(kw.pop("fault_kinds", None) or RETRYABLE_KINDS)
         faults = {k: rate / len(kinds) for k in kinds}
     elif "fault_kinds" in kw:
         raise TypeError("fault_kinds needs fault_rate")
@@ -266,6 +321,8 @@ def _updated(cfg: FakeConfig, kw: dict) -> FakeConfig:
         raise ValueError(f"fault rates must be >= 0 and sum to <= 1: {faults}")
     if "server_error_statuses" in kw:
         kw["server_error_statuses"] = tuple(int(s) for s in kw["server_error_statuses"])
+    if kw.get("known_models") is not None:
+        kw["known_models"] = tuple(str(m) for m in kw["known_models"])
     new = dataclasses.replace(cfg, faults={k: v for k, v in faults.items() if v > 0}, **kw)
     for name, allowed in _MODES.items():
         if getattr(new, name) not in allowed:
@@ -331,6 +388,7 @@ class FakeOpenAIServer:
         self.config = _updated(FakeConfig(), config)
         self._lock = threading.Lock()
         self.files: dict[str, dict] = {}
+        self.deleted_files: dict[str, dict] = {}
         self.batches: dict[str, _Batch] = {}
         self._buckets = (_Bucket(self.config.rpm), _Bucket(self.config.tpm))
         self.reset()
@@ -358,6 +416,9 @@ class FakeOpenAIServer:
             self._in_flight_max = 0
             self._undelivered = 0
             self._batch_lines_answered = 0
+            self._batches_created = 0
+            self._usage = {"prompt_tokens": 0, "cached_tokens": 0, "completion_tokens": 0}
+            self._prompt_cache: dict[bytes, float] = {}  # prefix digest -> when it expires
 
     def stats(self, per_key: bool = False) -> dict:
         with self._lock:
@@ -372,6 +433,7 @@ class FakeOpenAIServer:
                 "requests": self._counter,
                 "batch_lines_answered": self._batch_lines_answered,
                 "answered_after_disconnect": self._undelivered,
+                "usage": dict(self._usage),
             }
             if per_key:
                 out["per_key"] = {
@@ -384,6 +446,20 @@ class FakeOpenAIServer:
         key = body_or_key if isinstance(body_or_key, str) else request_key(body_or_key)
         with self._lock:
             return self._received.get(key, 0), self._answered.get(key, 0)
+
+    def _cached_tokens(self, cfg: FakeConfig, points: list[tuple[int, bytes]]) -> int:
+        """What the provider's prompt cache serves of this prompt (`prompt_prefixes`), and
+        remember its prefixes."""
+        if not cfg.prompt_cache:
+            return 0
+        now = time.monotonic()
+        with self._lock:
+            cache = self._prompt_cache
+            hit = max((n for n, d in points if n >= cfg.prompt_cache_min and cache.get(d, 0) > now), default=0)
+            for n, d in points:
+                if n >= cfg.prompt_cache_min:
+                    cache[d] = now + cfg.prompt_cache_ttl
+        return min(hit // 128 * 128, points[-1][0])
 
     def _fault(self, kind: str) -> None:
         with self._lock:
@@ -441,6 +517,14 @@ class FakeOpenAIServer:
             resp = _error(405, f"Method {request.method} not allowed for {request.path}")
         if api and "x-ratelimit-limit-requests" not in resp.headers:
             resp.headers.update(self._peek_limits())
+        mode = self.config.ratelimit_headers
+        if api and (mode == "none" or resp.get(BARE)):
+            for h in [h for h in resp.headers if h.lower().startswith("x-ratelimit-")]:
+                del resp.headers[h]
+        elif api and mode == "minus_one":
+            said = ("x-ratelimit-limit-", "x-ratelimit-remaining-")
+            for h in [h for h in resp.headers if h.lower().startswith(said)]:
+                resp.headers[h] = "-1"
         return resp
 
     async def _stats(self, request: web.Request) -> web.Response:
@@ -463,15 +547,22 @@ class FakeOpenAIServer:
     # ---- chat completions
 
     async def _respond(self, cfg: FakeConfig, body: dict) -> str:
-        out = (cfg.responder or default_responder)(body)
+        out = cfg.responder(body) if cfg.responder else default_responder(body, cfg.reasoning_tokens)
         if inspect.isawaitable(out):
             out = await out
         return str(out)
 
     def _completion(self, cfg: FakeConfig, body: dict, content: Optional[str], refusal: Optional[str],
-                    prompt_tokens: int) -> dict:
+                    prompt_tokens: int, finish_reason: str = "stop", cached_tokens: int = 0,
+                    completion_tokens: Optional[int] = None) -> dict:
         n = max(1, int(body.get("n") or 1))
-        completion_tokens = estimate_tokens(content or refusal) * n
+        if completion_tokens is None:
+            completion_tokens = estimate_tokens(content or refusal)
+        completion_tokens *= n
+        with self._lock:
+            self._usage["prompt_tokens"] += prompt_tokens
+            self._usage["cached_tokens"] += cached_tokens
+            self._usage["completion_tokens"] += completion_tokens
         message = {"role": "assistant", "content": content, "refusal": refusal, "annotations": []}
         return {
             "id": _new_id("chatcmpl-"),
@@ -479,13 +570,14 @@ class FakeOpenAIServer:
             "created": int(time.time()),
             "model": cfg.model or str(body.get("model")),
             "choices": [
-                {"index": i, "message": dict(message), "logprobs": None, "finish_reason": "stop"} for i in range(n)
+                {"index": i, "message": dict(message), "logprobs": None, "finish_reason": finish_reason}
+                for i in range(n)
             ],
             "usage": {
                 "prompt_tokens": prompt_tokens,
                 "completion_tokens": completion_tokens,
                 "total_tokens": prompt_tokens + completion_tokens,
-                "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+                "prompt_tokens_details": {"cached_tokens": cached_tokens, "audio_tokens": 0},
                 "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0,
                                               "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0},
             },
@@ -493,11 +585,21 @@ class FakeOpenAIServer:
             "system_fingerprint": "fp_fake",
         }
 
-    def _rate_limited(self, cfg: FakeConfig, headers: dict) -> web.Response:
+    def _rate_limited(self, cfg: FakeConfig, headers: dict, bare: bool = False) -> web.Response:
+        """A 429 with Retry-After; `bare`: without x-ratelimit-* headers (Azure, many servers)."""
         ra = float(cfg.retry_after)
         headers["retry-after"] = str(int(ra)) if ra.is_integer() else str(ra)
-        return _error(429, f"Rate limit reached for requests per min (RPM). Please try again in {_duration(ra)}.",
+        resp = _error(429, f"Rate limit reached for requests per min (RPM). Please try again in {_duration(ra)}.",
                       type_="requests", code="rate_limit_exceeded", headers=headers)
+        if bare:
+            resp[BARE] = True
+        return resp
+
+    def _refused_at_once(self, cfg: FakeConfig, headers: dict, kind: str) -> web.Response:
+        self._fault(kind)
+        if kind == "insufficient_quota":  # a dead account: no Retry-After, nothing will pass
+            return _error(429, QUOTA_MESSAGE, type_="insufficient_quota", code="insufficient_quota", headers=headers)
+        return self._rate_limited(cfg, headers, bare=kind == "rate_limit_bare")
 
     async def _chat(self, request: web.Request) -> web.Response:
         raw = await request.read()
@@ -509,6 +611,10 @@ class FakeOpenAIServer:
             return _error(400, "'model' and 'messages' are required properties.", param="messages")
         if body.get("stream"):
             return _error(400, "stream=true is not supported by the fake server.", param="stream")
+        known = self.config.known_models
+        if known is not None and body["model"] not in known:
+            return _error(404, f"The model `{body['model']}` does not exist or you do not have access to it.",
+                          code="model_not_found")
         key = request_key(body)
         with self._lock:
             self._counter += 1
@@ -536,7 +642,8 @@ class FakeOpenAIServer:
                 if u < acc:
                     kind = k
                     break
-        prompt_tokens = estimate_prompt_tokens(body, cfg.image_tokens)
+        points = prompt_prefixes(body, cfg.image_tokens)
+        prompt_tokens = points[-1][0]
         max_out = body.get("max_completion_tokens") or body.get("max_tokens") or 0
         headers, blocked = self._limits(prompt_tokens + int(max_out), cfg.enforce_rate_limits)
         headers["x-request-id"] = _new_id("req_")
@@ -547,19 +654,17 @@ class FakeOpenAIServer:
             headers["retry-after"] = str(max(1, math.ceil(wait)))
             return _error(429, f"Rate limit reached for {what} per min (RPM/TPM). Please try again in "
                                f"{_duration(wait)}.", type_=what, code="rate_limit_exceeded", headers=headers)
-        if kind == "rate_limit":
-            self._fault(kind)
-            return self._rate_limited(cfg, headers)
+        if kind in ("rate_limit", "rate_limit_bare", "insufficient_quota"):
+            return self._refused_at_once(cfg, headers, kind)
 
         content: Optional[str] = None
-        if kind is None:
+        if kind is None or kind in ("content_filter", "length"):
             try:
                 content = await self._respond(cfg, body)
             except Fault as f:
                 kind = f.kind
-                if kind == "rate_limit":
-                    self._fault(kind)
-                    return self._rate_limited(cfg, headers)
+                if kind in ("rate_limit", "rate_limit_bare", "insufficient_quota"):
+                    return self._refused_at_once(cfg, headers, kind)
 
         started = time.monotonic()
         if kind == "timeout":
@@ -602,6 +707,7 @@ class FakeOpenAIServer:
             return _json_response(obj, headers=headers)
 
         refusal = None
+        finish_reason, completion_tokens = "stop", None
         if kind == "refusal":
             self._fault(kind)
             mode = cfg.refusal_mode
@@ -609,7 +715,17 @@ class FakeOpenAIServer:
                 mode = "content" if v < 0.5 else "field"
             content = REFUSAL_TEXT if mode in ("content", "both") else None
             refusal = REFUSAL_TEXT if mode in ("field", "both") else None
-        obj = self._completion(cfg, body, content, refusal, prompt_tokens)
+        elif kind == "content_filter":  # the provider's filter stopped the answer part-way
+            self._fault(kind)
+            content, finish_reason = (content or "")[: len(content or "") // 3], "content_filter"
+        max_out = int(body.get("max_completion_tokens") or body.get("max_tokens") or 0)
+        if kind == "length" or (max_out and max_out < cfg.min_complete_tokens):
+            if kind == "length":
+                self._fault(kind)
+            cut = max_out if max_out and kind != "length" else max(1, estimate_tokens(content) // 2)
+            content, finish_reason, completion_tokens = (content or "")[: cut * 4], "length", cut
+        cached = self._cached_tokens(cfg, points)
+        obj = self._completion(cfg, body, content, refusal, prompt_tokens, finish_reason, cached, completion_tokens)
         transport = request.transport
         delivered = transport is not None and not transport.is_closing()
         with self._lock:
@@ -680,8 +796,10 @@ class FakeOpenAIServer:
 
     async def _file_delete(self, request: web.Request) -> web.Response:
         file_id = request.match_info["id"]
-        if self.files.pop(file_id, None) is None:
+        f = self.files.pop(file_id, None)
+        if f is None:
             return self._missing_file(file_id)
+        self.deleted_files[file_id] = f  # kept for tests to read what a client deleted
         return _json_response({"id": file_id, "object": "file", "deleted": True})
 
     # ---- batches
@@ -746,6 +864,12 @@ class FakeOpenAIServer:
             settings={k: getattr(cfg, k) for k in ("seed", "batch_polls", "batch_seconds", "batch_fail_fraction",
                                                    "batch_expire_fraction")},
         )
+        with self._lock:
+            self._batches_created += 1
+            fail = self._batches_created <= cfg.batch_fail_first
+        if fail:  # as a batch refused after validation: e.g. the organisation's enqueued-token limit
+            b.errors = [{"code": "token_limit_exceeded", "message": "Enqueued token limit reached for this model.",
+                         "param": None, "line": None}]
         self.batches[b.id] = b
         return _json_response(b.to_json())
 
@@ -818,7 +942,10 @@ class FakeOpenAIServer:
                     "body": _error_body("The server had an error while processing your request. Sorry about that!",
                                         "server_error")}})
                 continue
-            completion = self._completion(cfg, body, content, None, estimate_prompt_tokens(body, cfg.image_tokens))
+            points = prompt_prefixes(body, cfg.image_tokens)
+            prompt_tokens = points[-1][0]
+            cached = self._cached_tokens(cfg, points) if cfg.batch_prompt_cache else 0
+            completion = self._completion(cfg, body, content, None, prompt_tokens, cached_tokens=cached)
             out.append({"id": rid, "custom_id": cid, "response": {
                 "status_code": 200, "request_id": _new_id("req_"), "body": completion}, "error": None})
             with self._lock:
@@ -977,7 +1104,7 @@ def _parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--latency", type=float, default=0.0)
     p.add_argument("--jitter", type=float, default=0.0)
     p.add_argument("--fault-rate", type=float, default=None, help="total fault rate, spread over --fault-kinds")
-    p.add_argument("--fault-kinds", default=",".join(FAULT_KINDS))
+    p.add_argument("--fault-kinds", default=",".join(RETRYABLE_KINDS))
     for kind in FAULT_KINDS:
         p.add_argument(f"--{kind.replace('_', '-')}", type=float, default=None, dest=kind,
                        help=f"rate of {kind} faults")
@@ -993,6 +1120,9 @@ def _parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--enforce-rate-limits", action="store_true")
     p.add_argument("--image-tokens", type=int, default=765)
     p.add_argument("--api-key", default=None)
+    p.add_argument("--ratelimit-headers", choices=RATELIMIT_HEADER_MODES, default="full")
+    p.add_argument("--reasoning-tokens", type=int, default=0)
+    p.add_argument("--no-prompt-cache", dest="prompt_cache", action="store_false")
     p.add_argument("--batch-polls", type=int, default=2)
     p.add_argument("--batch-seconds", type=float, default=None)
     p.add_argument("--batch-fail-fraction", type=float, default=0.0)
@@ -1004,7 +1134,8 @@ def config_from_args(a: argparse.Namespace) -> dict:
     cfg = {k: getattr(a, k) for k in (
         "seed", "latency", "jitter", "retry_after", "timeout_hold", "timeout_then", "malformed_mode",
         "refusal_mode", "fail_first", "fail_first_kind", "rpm", "tpm", "enforce_rate_limits", "image_tokens",
-        "api_key", "batch_polls", "batch_seconds", "batch_fail_fraction", "batch_expire_fraction")}
+        "api_key", "batch_polls", "batch_seconds", "batch_fail_fraction", "batch_expire_fraction",
+        "ratelimit_headers", "reasoning_tokens", "prompt_cache")}
     faults = {}
     if a.fault_rate is not None:
         kinds = [k.strip() for k in a.fault_kinds.split(",") if k.strip()]

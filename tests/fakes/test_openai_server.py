@@ -314,3 +314,61 @@ def test_standalone_process():
         proc.terminate()
         proc.wait(10)
         proc.stdout.close()
+
+
+# -- the modes the teacher's defects needed -------------------------------------------------------
+
+
+def test_429_without_rate_limit_headers(fake, client):
+    fake.configure(rate_limit_bare=1.0, retry_after=2)
+    with pytest.raises(openai.RateLimitError) as info:
+        client.chat.completions.create(model="m", messages=_msg())
+    headers = info.value.response.headers
+    assert headers["retry-after"] == "2" and not [h for h in headers if h.lower().startswith("x-ratelimit-")]
+    fake.configure(faults={}, ratelimit_headers="none")  # every reply without them (Azure, vLLM, ...)
+    raw = client.chat.completions.with_raw_response.create(model="m", messages=_msg())
+    assert not [h for h in raw.headers if h.lower().startswith("x-ratelimit-")]
+    fake.configure(ratelimit_headers="minus_one")
+    raw = client.chat.completions.with_raw_response.create(model="m", messages=_msg())
+    assert raw.headers["x-ratelimit-remaining-requests"] == "-1" and raw.headers["x-ratelimit-reset-requests"]
+
+
+def test_insufficient_quota_and_an_unknown_model(fake, client):
+    fake.configure(insufficient_quota=1.0)
+    with pytest.raises(openai.RateLimitError) as info:
+        client.chat.completions.create(model="m", messages=_msg())
+    assert info.value.code == "insufficient_quota" and "retry-after" not in info.value.response.headers
+    fake.configure(faults={}, known_models=["gpt-4o"])
+    with pytest.raises(openai.NotFoundError) as info:
+        client.chat.completions.create(model="gpt-4o-typo", messages=_msg())
+    assert info.value.code == "model_not_found"
+    assert client.chat.completions.create(model="gpt-4o", messages=_msg()).choices[0].finish_reason == "stop"
+
+
+def test_finish_reason_variants(fake, client):
+    fake.configure(content_filter=1.0)
+    r = client.chat.completions.create(model="m", messages=_msg())
+    assert r.choices[0].finish_reason == "content_filter" and "<CONCLUSION>" not in r.choices[0].message.content
+    fake.configure(faults={"length": 1.0})
+    r = client.chat.completions.create(model="m", messages=_msg())
+    assert r.choices[0].finish_reason == "length" and "</CONCLUSION>" not in r.choices[0].message.content
+    fake.configure(faults={}, min_complete_tokens=500)
+    r = client.chat.completions.create(model="m", messages=_msg(), max_tokens=20)
+    assert r.choices[0].finish_reason == "length" and r.usage.completion_tokens == 20
+    r = client.chat.completions.create(model="m", messages=_msg(), max_tokens=600)
+    assert r.choices[0].finish_reason == "stop"
+
+
+def test_prompt_caching_reports_a_repeated_prefix_of_1024_tokens_or_more(fake, client):
+    long_system = "Follow these rules. " * 300  # ~1,500 tokens, the same in every request
+    def msgs(q):
+        return [{"role": "system", "content": long_system}, {"role": "user", "content": q}]
+    first = client.chat.completions.create(model="m", messages=msgs("What is 1+1?"))
+    again = client.chat.completions.create(model="m", messages=msgs("What is 2+2?"))
+    assert first.usage.prompt_tokens_details.cached_tokens == 0
+    cached = again.usage.prompt_tokens_details.cached_tokens
+    assert cached >= 1024 and cached % 128 == 0 and cached <= again.usage.prompt_tokens
+    short = [{"role": "system", "content": "Short rules."}, {"role": "user", "content": "Hi"}]
+    client.chat.completions.create(model="m", messages=short)
+    assert client.chat.completions.create(model="m", messages=short).usage.prompt_tokens_details.cached_tokens == 0
+    assert fake.stats()["usage"]["cached_tokens"] == cached

@@ -1,6 +1,6 @@
 import pytest
 
-from pipeline.agreement import agree, is_refusal, normalise
+from pipeline.agreement import agree, declines, is_refusal, non_answer, normalise
 
 OPTS = ["shark", "whale", "trout", "eel"]
 
@@ -39,3 +39,45 @@ def test_refusal_and_normalise():
     assert not is_refusal("The sorry-looking dog is brown.")
     assert normalise("The  Red, cube.") == "red cube"
     assert normalise("3.5 m") == "3.5 m"
+
+
+REFUSAL_SHAPES = [
+    "I'm sorry, but I can't assist with that.",
+    "I'm sorry, I can't help with identifying or making assumptions about people in images.",
+    "Sorry, I can't help with that request.",
+    "I'm unable to help with that.",
+    "I can't provide assistance with that request.",
+    "Unfortunately, I cannot comply with this request.",
+    "I won't be able to help with this one.",
+    "As an AI, I don't identify real people.",
+    "I must decline to answer that.",
+]
+HEDGES = [  # answer-bearing text that only opens with doubt
+    "I cannot determine the exact value from the chart alone, but the bar reaches 42.",
+    "I can't be certain of the shade, though the cube looks red.",
+    "The sorry-looking dog is brown.",
+    "Sorry-faced emoji: the answer is B.",
+]
+
+
+@pytest.mark.parametrize("text", REFUSAL_SHAPES)
+def test_real_refusals_decline(text):
+    assert declines(text) and declines(f'  "{text}"') and declines(f"**{text}**")
+
+
+@pytest.mark.parametrize("text", HEDGES)
+def test_hedges_do_not_decline(text):
+    assert not declines(text)
+
+
+def test_a_conclusion_that_gives_no_answer_is_a_refusal_only_when_no_answer_is_in_it():
+    assert agree("It cannot be determined from the image.", "42").rule == "refusal"
+    assert agree("Not enough information to tell.", "yes").rule == "refusal"
+    assert agree("I cannot read it exactly, but it is 42", "42").decision == "agree"
+    assert agree("I cannot read it exactly, but it is 41", "42").rule == "number"  # wrong, not a refusal
+    assert non_answer("Unclear from the picture.") and not non_answer("Unclearly drawn, but 3.")
+
+
+def test_an_article_is_not_an_option_letter():
+    assert agree("a picture of a whale", "B", OPTS).rule != "option_letter"
+    assert agree("(a) shark", "A", OPTS).decision == "agree"

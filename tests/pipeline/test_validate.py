@@ -28,7 +28,15 @@ CTX = TurnContext(answer="3", options=[], has_image=True)
         (ann(render({**GOOD, "caption": ""})), CTX, "format_empty_stage"),
         (ann(render({**GOOD, "caption": ""})), TurnContext("3", [], has_image=False), None),
         (ann(render({**GOOD, "conclusion": "4"})), CTX, "answer_disagrees"),
-        (ann(render({**GOOD, "reasoning": "I'm sorry, I cannot determine this from the image."})), CTX, "refusal"),
+        # a hedge inside the reasoning, then the right answer: not a refusal
+        (ann(render({**GOOD, "reasoning": "I cannot determine the exact count from the image alone, but the "
+                                          "three red shapes in front are cubes, so there are 3."})), CTX, None),
+        (ann(render({**GOOD, "summary": "I can't be fully sure of the shading, so I will count the red cubes."})), CTX, None),
+        # the conclusion declines, or gives no answer: a refusal
+        (ann(render({**GOOD, "conclusion": "I'm sorry, but I can't help with that."})), CTX, "refusal"),
+        (ann(render({**GOOD, "conclusion": "It cannot be determined from the image."})), CTX, "refusal"),
+        (ann(render({**GOOD, "conclusion": "I cannot identify the people in this image."})),
+         TurnContext("friends", [], True), "refusal"),
         (ann(render({**GOOD, "conclusion": "B"})), TurnContext("B", ["cat", "dog"], True), None),
         (ann(render({**GOOD, "conclusion": "dog"})), TurnContext("B", ["cat", "dog"], True), None),
         (ann(render({**GOOD, "conclusion": "A"})), TurnContext("B", ["cat", "dog"], True), "answer_disagrees"),

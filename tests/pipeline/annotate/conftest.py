@@ -8,8 +8,8 @@ from PIL import Image
 from pipeline import schema
 from pipeline.annotate.annotator import Annotator, TeacherSettings
 from pipeline.annotate.backends import OpenAIBackend
+from pipeline.annotate.budget import SharedBudget
 from pipeline.annotate.cache import RequestCache
-from pipeline.annotate.limits import SharedRateLimiter
 from pipeline.storage import Root
 from tests.fakes.openai_server import FakeOpenAI
 
@@ -61,10 +61,14 @@ def fake():
         yield server
 
 
-def make_annotator(fake_server, folder, source_root, **settings):
-    backend = OpenAIBackend(API_KEY, fake_server.base_url, timeout_s=0.5)
+def make_annotator(fake_server, folder, source_root, max_spend_usd=None, prices=None, budget_path=None,
+                   timeout_s=5.0, **settings):
+    """An annotator on the real openai client against the fake server, with its own cache and a
+    budget file (`folder`/rate.sqlite unless given; `max_spend_usd`: the spending cap across
+    every run sharing that file)."""
+    backend = OpenAIBackend(API_KEY, fake_server.base_url, timeout_s=timeout_s)
     cache = RequestCache(folder / "requests.sqlite")
-    limiter = SharedRateLimiter(folder / "rate.sqlite", rpm=1_000_000, tpm=10**10)
+    budget = SharedBudget(budget_path or folder / "rate.sqlite", rpm=1_000_000, tpm=10**10, cap_usd=max_spend_usd)
     defaults = dict(max_concurrency=16, backoff_base_s=0.01, backoff_cap_s=0.05, max_call_retries=10)
     defaults.update(settings)
 
@@ -72,4 +76,10 @@ def make_annotator(fake_server, folder, source_root, **settings):
         with source_root.open(rel, "rb") as f:
             return f.read()
 
-    return Annotator(backend, cache, TeacherSettings(**defaults), load_image=load, limiter=limiter)
+    return Annotator(backend, cache, TeacherSettings(**defaults), load_image=load, budget=budget, prices=prices)
+
+
+def close(annotator) -> None:
+    annotator.cache.close()
+    if annotator.budget is not None:
+        annotator.budget.close()

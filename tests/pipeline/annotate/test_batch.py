@@ -15,14 +15,15 @@ from pipeline.annotate.partition import annotate_partition
 from pipeline.annotate.pricing import PriceTable
 from pipeline.storage import Root
 from tests.fakes.openai_server import default_responder
-from tests.pipeline.annotate.conftest import make_annotator, write_toy_source
+from tests.pipeline.annotate.conftest import close, make_annotator, write_toy_source
 
 
 def batch_annotator(fake, folder, source_root, max_attempts=3, **transport):
     ann = make_annotator(fake, folder, source_root, max_attempts=max_attempts)
-    opts = dict(poll_interval_s=0.05, gather_window_s=0.05, log=lambda *_: None)
+    opts = dict(poll_interval_s=0.05, gather_window_s=0.05, log=lambda *_: None, budget=ann.budget,
+                resubmit_backoff_s=0.05)
     opts.update(transport)
-    ann.transport = BatchTransport(ann.backend.client, ann.cache, ann.prices, **opts)
+    ann.transport = BatchTransport(ann.backend, ann.cache, ann.prices, **opts)
     return ann
 
 
@@ -31,7 +32,7 @@ def run(ann, toy, tmp_path, out="out"):
     try:
         summary = annotate_partition("toy", sub, source_root, Root(str(tmp_path / out)), ann, log=lambda *_: None)
     finally:
-        ann.cache.close()
+        close(ann)
     return summary, pq.read_table(summary.annotations_path).to_pylist()
 
 
@@ -44,8 +45,13 @@ def custom_ids(batch) -> list[str]:
     return [line["custom_id"] for line in batch.lines]
 
 
+def file_data(fake, file_id) -> bytes:
+    """A file's bytes, also after the client deleted it (the fake keeps them for tests)."""
+    return (fake.server.files.get(file_id) or fake.server.deleted_files[file_id])["data"]
+
+
 def error_ids(fake, batch) -> set[str]:
-    data = fake.server.files[batch.error_file_id]["data"] if batch.error_file_id else b""
+    data = file_data(fake, batch.error_file_id) if batch.error_file_id else b""
     return {json.loads(line)["custom_id"] for line in data.splitlines() if line.strip()}
 
 
@@ -183,7 +189,7 @@ def test_a_restart_mid_poll_resumes_the_recorded_batch_and_creates_no_new_one(fa
     first = batch_annotator(fake, tmp_path, source_root)
     stop_when(first, turns_in(sub), first.cache.open_batches)
     recorded = first.cache.open_batches()
-    first.cache.close()
+    close(first)
     assert len(recorded) == 1 and len(batches(fake)) == 1
     batch_id, pairs = recorded[0]
     assert batches(fake)[0].id == batch_id and batches(fake)[0].status in ("validating", "in_progress")
@@ -222,7 +228,7 @@ def test_a_run_stopped_after_the_api_created_a_batch_but_before_it_was_recorded_
     stop_when(first, turns_in(sub), lambda: reached)
     assert len(batches(fake)) == 1 and first.cache.open_batches() == []
     assert [f for f, *_ in first.cache.creating_batches()] == [batches(fake)[0].input_file_id]
-    first.cache.close()
+    close(first)
 
     again = batch_annotator(fake, tmp_path, source_root)
     summary, rows = run(again, toy, tmp_path)
@@ -245,7 +251,7 @@ def test_a_run_stopped_before_the_batch_was_created_sends_its_requests_again_onc
     first.transport.client.batches.create = stopped_here(reached)  # uploaded, never created
     stop_when(first, turns_in(sub), lambda: reached)
     assert len(first.cache.creating_batches()) == 1 and batches(fake) == []
-    first.cache.close()
+    close(first)
 
     again = batch_annotator(fake, tmp_path, source_root)
     summary, rows = run(again, toy, tmp_path)
@@ -268,3 +274,44 @@ def test_a_create_call_that_fails_after_the_batch_was_made_does_not_buy_it_twice
     assert len(rows) == 12 and {r["status"] for r in rows} == {"ok"}
     assert len(batches(fake)) == 1 and ann.transport.resumed_batches == 1
     assert fake.stats()["batch_lines_answered"] == 12 and fake.stats()["answered_twice"] == []
+
+
+def test_files_are_deleted_once_stored_and_the_counts_are_right(fake, tmp_path):
+    toy = write_toy_source(tmp_path, 10)
+    ann = batch_annotator(fake, tmp_path, toy[0], max_requests=5)
+    budget_path = tmp_path / "rate.sqlite"
+    summary, rows = run(ann, toy, tmp_path)
+    assert {r["status"] for r in rows} == {"ok"}
+    assert fake.server.files == {}  # inputs and outputs of the three batches: all deleted
+    assert len(fake.server.deleted_files) == 6 and ann.transport.files_deleted == 6
+    assert summary.stats["calls"] == 12 and summary.batch  # calls_made counts every batch line
+    assert summary.usd_per_accepted_turn == pytest.approx(summary.stats["spent_usd"] / 12, rel=1e-3)
+    from pipeline.annotate.budget import SharedBudget
+
+    budget = SharedBudget(budget_path)
+    try:  # every reservation settled at its batch price
+        assert budget.spent()["held"] == pytest.approx(0, abs=1e-12)
+        assert budget.spent()["paid"] == pytest.approx(sum(b[-1] for b in ledger(tmp_path)))
+    finally:
+        budget.close()
+
+
+def test_a_failed_batch_is_resubmitted_after_a_growing_backoff(fake, tmp_path, monkeypatch):
+    from pipeline.annotate import batch as batch_module
+
+    waits = []
+    real_sleep = asyncio.sleep
+
+    async def recording_sleep(seconds, *args, **kwargs):
+        waits.append(seconds)
+        await real_sleep(min(seconds, 0.01))
+
+    monkeypatch.setattr(batch_module.asyncio, "sleep", recording_sleep)
+    toy = write_toy_source(tmp_path, 4)  # 5 turns
+    fake.configure(batch_fail_first=2)
+    ann = batch_annotator(fake, tmp_path, toy[0], resubmit_backoff_s=7.0, poll_interval_s=0.01)
+    summary, rows = run(ann, toy, tmp_path)
+    assert {r["status"] for r in rows} == {"ok"}
+    assert [b.status for b in batches(fake)] == ["failed", "failed", "completed"]
+    assert 7.0 in waits and 14.0 in waits  # the first resubmission after 7 s, the second after 14 s
+    assert summary.stats["calls"] == 15  # five requests, sent three times

@@ -1,4 +1,5 @@
-"""A run killed with SIGKILL at a random point and restarted: no request answered twice, no turn lost.
+"""A run killed with SIGKILL at a random point and restarted: no request answered twice, no turn
+lost, and the requests in flight at the kill counted as spent in the budget's ledger.
 
 The annotation runs in a child process against the fake server in this process. To make the
 outcome independent of timing luck, the server freezes at a random request number K: request K
@@ -19,6 +20,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from pipeline.annotate.budget import SharedBudget
 from pipeline.annotate.cache import RequestCache
 from tests.fakes.openai_server import Fault, default_responder
 from tests.pipeline.annotate.conftest import write_toy_source
@@ -124,6 +126,15 @@ def run_kill_restart(fake, tmp_path, src, sub, freezer):
         assert cache.responses_count() == killed_at["answered"]
     finally:
         cache.close()
+    budget = SharedBudget(tmp_path / "rate.sqlite")
+    try:  # the requests in flight at the kill stay counted as spent (at the most they could cost)
+        by_state = budget.requests_by_state()
+        in_flight = by_state["held"]
+        assert in_flight[0] == held and in_flight[1] > 0
+        assert by_state["paid"][0] == killed_at["answered"]
+        assert budget.spent()["total"] == pytest.approx(budget.spent()["paid"] + in_flight[1])
+    finally:
+        budget.close()
 
     freezer.thaw()
     for _ in range(3):

@@ -244,3 +244,17 @@ def test_decoding_keeps_each_candidates_log_probability_and_the_judge_reads_it_f
     assert eff.stats.judge_calls == 0 and eff.stats.forward_calls == 0       # no forward for the verdicts
     best = max(range(3), key=lambda i: cands[i].logprob / len(cands[i].token_ids))
     assert ko.winner == best or cands[ko.winner].text == cands[best].text
+
+
+def test_one_loop_over_questions_of_different_lengths_and_budgets_stays_inside_the_cache(tiny, image):
+    """Rows that finished ride along in the fixed-shape loop (CUDA, here forced) until the longest
+    budget is spent: a long prompt with a short budget next to a short prompt with a long budget
+    must still fit in the cache (on a GPU a position past its end is a device-side assert)."""
+    model, processor = tiny
+    core = GenerationCore(model, processor, seed=0, overlap=True, suppress_eos=True, ignore_stops=True)
+    long_q = core.open(image, " ".join(["how many red cubes are there"] * 90))
+    short = core.open(image, QUESTION)
+    core.sync_many([long_q, short])
+    assert long_q.length + 48 > core.runner.L > max(long_q.length + 2, short.length + 48)  # the premise
+    a, b = core.sample_many([(long_q, 2, [], 2, None), (short, 2, [], 48, None)])
+    assert [len(c.token_ids) for c in a] == [2, 2] and [len(c.token_ids) for c in b] == [48, 48]

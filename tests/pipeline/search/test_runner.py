@@ -90,3 +90,61 @@ def test_the_arena_grows_without_losing_rows(tiny, image):
     assert runner.R >= 4 and row not in more
     step = runner.decode(torch.tensor([4]), [row], torch.tensor([len(ids)]), window=len(ids) + 200)
     assert torch.allclose(step[0], _hf_logits(model, inputs, [4])[-1], atol=1e-4)
+
+
+def test_the_captured_decode_step_matches_eager_decoding_and_keeps_its_inputs_alive(tiny, image, monkeypatch):
+    """The CUDA-graph branch of `decode` (rows [0, B) padded to a power of two, static input buffers,
+    the bucket's free rows writing at the scratch position), run on the CPU with a stand-in graph
+    whose replay runs the captured step again on the static buffers: the same logits and caches as
+    eager decoding. And every tensor the step reads outlives the capture (a real replay reads them
+    by address: one freed and reused would send the keys/values to the wrong rows)."""
+    import contextlib
+    import gc
+    import weakref
+
+    model, processor = tiny
+    core = GenerationCore(model, processor)
+    inputs = _inputs(core, image, "How many red cubes are there?")
+    ids = inputs["input_ids"][0].tolist()
+    graphed, eager = MllamaRunner(model, rows=4, length=64), MllamaRunner(model, rows=4, length=64)
+    for runner in (graphed, eager):
+        rows = runner.alloc(3)
+        for r in rows:
+            runner.set_image(r, inputs, ids.index(core.image_token_id))
+        runner.forward(torch.tensor([ids] * 3), rows, [0, 0, 0])
+    assert rows == [0, 1, 2] and graphed.free == [3]
+
+    read = []   # the row indices and positions the captured step reads (its token ids are a view of
+    plain = graphed.hidden_states   # the graph's own buffer, made anew at each call)
+
+    def recording(ids, rows, start, *args, **kwargs):
+        read.extend(weakref.ref(t) for t in (rows, start))
+        return plain(ids, rows, start, *args, **kwargs)
+
+    class Stream:
+        def wait_stream(self, other):
+            pass
+
+    class Graph:
+        def replay(self):
+            for g in graphed.graphs.values():
+                if g.graph is self:
+                    g.logits.copy_(g.step())
+
+    monkeypatch.setattr(graphed, "hidden_states", recording)
+    for name, fake in (("Stream", Stream), ("current_stream", lambda *a: Stream()), ("CUDAGraph", Graph),
+                       ("stream", lambda s: contextlib.nullcontext()), ("graph", lambda g, **k: contextlib.nullcontext())):
+        monkeypatch.setattr(torch.cuda, name, fake)
+    graphed.cuda_graphs = True
+
+    n = len(ids)
+    for tokens, positions in (([5, 9, 11], [n, n, n]), ([7, 3, 2], [n + 1, n + 1, n]), ([4, 4, 4], [n + 2, n + 2, n + 1])):
+        got = graphed.decode(torch.tensor(tokens), rows, torch.tensor(positions))
+        want = eager.decode(torch.tensor(tokens), rows, torch.tensor(positions))
+        assert set(graphed.graphs) == {4} and graphed.cuda_graphs
+        assert got.shape == want.shape == (3, want.shape[1]) and torch.allclose(got, want, atol=1e-5)
+    for i, (k, v) in graphed.kv.items():     # the caches agree except at the scratch position
+        assert torch.allclose(k[:3, :, :-1], eager.kv[i][0][:3, :, :-1], atol=1e-5)
+        assert torch.allclose(v[:3, :, :-1], eager.kv[i][1][:3, :, :-1], atol=1e-5)
+    gc.collect()
+    assert read and all(r() is not None for r in read)

@@ -152,3 +152,39 @@ def test_zero2_single_process_with_checkpointing_and_frozen_vision(tiny_model, s
     frozen = [k for k in base if part(k) in ("vision_model", "multi_modal_projector")]
     assert frozen and all(torch.equal(trained[k], base[k]) for k in frozen)
     assert any(not torch.equal(trained[k], base[k]) for k in base if part(k) == "language_model")
+
+
+SYNC_COUNT = """
+import importlib, sys, torch, deepspeed
+from deepspeed.accelerator import get_accelerator
+from pipeline.train import ds_config as dsc
+importlib.import_module("deepspeed.comm.torch").build_shm_op = lambda: None
+deepspeed.init_distributed(dist_backend="gloo", auto_mpi_discovery=False)
+calls = []
+accel = get_accelerator()
+plain = accel.synchronize
+accel.synchronize = lambda *a, **k: (calls.append(1), plain(*a, **k))[1]
+for stage in (2, 3):
+    config = dsc.fill(dsc.load(None, stage), dsc.auto_values(
+        micro_batch=2, grad_accum=1, world_size=1, max_grad_norm=1.0, bf16=False, lr=1e-3, betas=(0.9, 0.999),
+        eps=1e-8, weight_decay=0.0, cpu=True, hidden_size=8))
+    model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.Linear(8, 1))
+    engine, *_ = deepspeed.initialize(model=model, optimizer=torch.optim.AdamW(model.parameters()), config=config)
+    del calls[:]
+    for _ in range(6):
+        engine.backward(engine(torch.randn(2, 8)).pow(2).mean())
+        engine.step()
+    print(f"stage {stage}: {len(calls)} device synchronisations in 6 steps")
+"""
+
+
+def test_shipped_configs_leave_the_device_unsynchronised_between_steps():
+    # DeepSpeed's throughput timer synchronises the device at every forward and step unless the
+    # config turns it off: on a GPU the host would then wait for each step before queuing the next
+    env = {**os.environ, "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1", "RANK": "0", "LOCAL_RANK": "0",
+           "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29517"}
+    proc = subprocess.run([sys.executable, "-c", SYNC_COUNT], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=TIMEOUT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("stage")]
+    assert lines == ["stage 2: 0 device synchronisations in 6 steps", "stage 3: 0 device synchronisations in 6 steps"]
