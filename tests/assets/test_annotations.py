@@ -81,7 +81,7 @@ def test_a_dead_account_fails_the_run_at_once_with_the_reason(tmp_path, monkeypa
         defs = importlib.reload(definitions).defs
         try:
             instance = dg.DagsterInstance.get()
-            result = defs.resolve_job_def("main").execute_in_process(
+            result = defs.resolve_job_def("sources").execute_in_process(
                 partition_key="clevr", instance=instance, raise_on_error=False)
             assert not result.success
             failures = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
