@@ -14,22 +14,24 @@ LLAVACOT_MODEL (default meta-llama/Llama-3.2-11B-Vision-Instruct) with the paper
 from __future__ import annotations
 
 import os
-import warnings
 
 import dagster as dg
 
-# observable source assets are "beta" in Dagster 1.x; the warning says nothing a user can act on
-warnings.filterwarnings("ignore", category=dg.BetaWarning)
+from jobs.quiet import quiet_warnings
 
-from assets import dataset, evaluation, sources, training, validated
-from assets.annotations import build_annotations_asset
-from jobs.annotation import raw_data_sensor, reannotate_job, reannotate_schedule
-from jobs.main import dataset_job, evaluation_job, main_job, observe_sources_job, report_job
-from resources import DataStore, DatasetSettings, QualityThresholds, SamplingPlan
-from resources.launcher import (DEFAULT_MODEL, TrainingLauncher, TrainingSettings, launcher_from_env,
+quiet_warnings()  # once, here and in the CLI: the entry points of every Dagster process
+
+from assets import dataset, evaluation, sources, training, validated  # noqa: E402
+from assets.annotations import build_annotations_asset  # noqa: E402
+from assets.automation import on_new_inputs  # noqa: E402
+from assets.versions import with_config_versions  # noqa: E402
+from jobs.annotation import reannotate_job, reannotate_schedule  # noqa: E402
+from jobs.main import STAGE_JOBS, observe_sources_job  # noqa: E402
+from resources import DataStore, DatasetSettings, QualityThresholds, SamplingPlan  # noqa: E402
+from resources.launcher import (DEFAULT_MODEL, TrainingLauncher, TrainingSettings, launcher_from_env,  # noqa: E402
                                 training_settings_from_env)
-from resources.evaluation import EvaluationSettings
-from resources.teacher import teacher_from_env
+from resources.evaluation import EvaluationSettings  # noqa: E402
+from resources.teacher import teacher_from_env  # noqa: E402
 
 DEPLOYMENT = os.environ.get("LLAVACOT_DEPLOYMENT", "demo")
 TINY_STEPS = 200  # the demo's fine-tuning: optimizer steps of the tiny model (~7 epochs of the sample)
@@ -56,7 +58,8 @@ def _resources(deployment: str) -> dict:
             # small shards and a larger validation share, so the tiny sample shows both splits
             "dataset": DatasetSettings(validation_fraction=0.1, shard_target_mb=1.0),
             # two CPU ranks on this host, the tiny model: a real DeepSpeed run of about a minute
-            "launcher": TrainingLauncher(kind="local", nproc_per_node=2),
+            # OMP_NUM_THREADS=1 is what torchrun sets anyway; set here, torchrun does not warn about it
+            "launcher": TrainingLauncher(kind="local", nproc_per_node=2, env={"OMP_NUM_THREADS": "1"}),
             "training": TrainingSettings(tiny_model=True, tiny_model_size="demo", max_steps=TINY_STEPS, lr=5e-3,
                                          warmup_steps=10, per_device_batch_size=4, zero_stage=2, max_length=512,
                                          save_every=TINY_STEPS, num_workers=0),
@@ -82,21 +85,47 @@ def _resources(deployment: str) -> dict:
 
 
 RESOURCES = _resources(DEPLOYMENT)
+# What is evaluated: every benchmark under every strategy unless LLAVACOT_BENCHMARKS /
+# LLAVACOT_STRATEGIES (comma-separated) name fewer.
+EVALUATED = tuple(
+    tuple(v.strip() for v in os.environ[var].split(",") if v.strip()) if os.environ.get(var) else default
+    for var, default in (("LLAVACOT_BENCHMARKS", evaluation.BENCHMARKS),
+                         ("LLAVACOT_STRATEGIES", evaluation.STRATEGY_KEYS))
+)
 
-defs = dg.Definitions(
-    assets=[
-        sources.source_files,
+
+def build_defs(resources: dict, evaluated: tuple = EVALUATED) -> dg.Definitions:
+    """The Definitions for these resources (a deployment's; tests pass their own)."""
+    assets = with_config_versions([
         sources.raw_samples,
         sources.subsample,
-        build_annotations_asset(RESOURCES["teacher"].model_label()),
+        build_annotations_asset(resources["teacher"].model_label()),
         validated.validated,
         dataset.cot_dataset,
         training.finetuned_model,
-        evaluation.benchmark_scores,
-        evaluation.benchmark_report,
-    ],
-    jobs=[main_job, dataset_job, evaluation_job, report_job, observe_sources_job, reannotate_job],
-    schedules=[reannotate_schedule],
-    sensors=[raw_data_sensor],
-    resources=RESOURCES,
+        *evaluation.build_evaluation(*evaluated),
+    ], resources)
+    assets = [a.map_asset_specs(lambda spec: spec.replace_attributes(automation_condition=on_new_inputs()))
+              for a in assets]
+    return dg.Definitions(
+        assets=[sources.source_files, *assets],
+        jobs=[observe_sources_job, *STAGE_JOBS, reannotate_job],
+        schedules=[reannotate_schedule],
+        sensors=[automation_sensor],
+        resources=resources,
+        # one process per run: steps run one after another (the heavy ones start their own workers),
+        # and a run pays for one Python start-up, not one per step
+        executor=dg.in_process_executor,
+    )
+
+
+# Evaluates the assets' automation conditions (assets/automation.py): on by default where a daemon
+# serves a team, off in the demo so browsing the UI starts nothing by itself.
+automation_sensor = dg.AutomationConditionSensorDefinition(
+    "automation", target=dg.AssetSelection.all(),
+    default_status=dg.DefaultSensorStatus.RUNNING if DEPLOYMENT == "production" else dg.DefaultSensorStatus.STOPPED,
+    description="Observes the raw folders on a cron, then runs every asset whose inputs have new data "
+    "versions or whose code or configuration changed.",
 )
+
+defs = build_defs(RESOURCES)

@@ -3,7 +3,7 @@
 import dagster as dg
 import pyarrow.parquet as pq
 
-from assets.metadata import counts_table, preview_table
+from assets.metadata import annotations_markdown, counts_table, preview_table
 from assets.partitions import source_partitions
 from assets.sources import subsample
 from pipeline.annotate.backends import TeacherUnusable
@@ -100,6 +100,7 @@ def build_annotations_asset(teacher_model_label: str):
                 "policy": config.policy,
                 "path": dg.MetadataValue.path(s.annotations_path),
                 "preview": preview_table(preview, ["sample_id", "turn_index", "status", "conclusion", "judge_verdict", "reason"]),
+                "annotations_in_full": annotations_markdown(preview),
             },
         )
 

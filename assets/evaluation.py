@@ -1,4 +1,4 @@
-"""benchmark_scores[benchmark x strategy] and benchmark_report: the fine-tuned model under each
+"""benchmark_scores/<benchmark>/<strategy> and benchmark_report: the fine-tuned model under each
 decoding strategy, scored by each benchmark's published rules."""
 import base64
 import functools
@@ -16,10 +16,25 @@ from resources.evaluation import EvaluationSettings
 from resources.teacher import Teacher
 
 STRATEGY_KEYS = ["direct", "best_of_n_2", "sentence_beam_2", "stage_beam_2", "stage_beam_4"]
-benchmark_partitions = dg.MultiPartitionsDefinition({
-    "benchmark": dg.StaticPartitionsDefinition(list(BENCHMARKS)),
-    "strategy": dg.StaticPartitionsDefinition(STRATEGY_KEYS),
-})
+
+
+def score_key(benchmark: str, strategy: str) -> dg.AssetKey:
+    """One asset per benchmark x strategy, `benchmark_scores/<benchmark>/<strategy>`.
+
+    Why assets and not partitions: Dagster's backfills (the UI's "Materialize all") only reach
+    partitions downstream of the root partitions through partitioned assets, so partitions behind
+    the unpartitioned model were never part of a backfill; and a run covers one partition, so 30
+    partitions cost 30 runs (30 process starts and model loads), while the assets of one
+    multi-asset run in one process with one model load, each with its own data version."""
+    return dg.AssetKey(["benchmark_scores", benchmark, strategy])
+
+
+def score_keys(benchmarks=BENCHMARKS, strategies=STRATEGY_KEYS) -> dict[dg.AssetKey, tuple[str, str]]:
+    unknown = sorted(set(benchmarks) - set(BENCHMARKS)) + sorted(set(strategies) - set(STRATEGY_KEYS))
+    if unknown:
+        raise ValueError(f"unknown benchmark or strategy {unknown}; known: {', '.join(BENCHMARKS)}; "
+                         f"{', '.join(STRATEGY_KEYS)}")
+    return {score_key(b, k): (b, k) for b in benchmarks for k in strategies}
 EVAL_VERSION = "1"
 
 
@@ -78,23 +93,35 @@ def lineage(instance) -> dict:
     return out
 
 
-@dg.asset(
-    partitions_def=benchmark_partitions,
-    deps=["finetuned_model"],
-    group_name="evaluation",
-    code_version=f"evaluate-{EVAL_VERSION}",
-    kinds={"pytorch"},
-    description="One benchmark under one decoding strategy (direct, best-of-N, sentence-level or "
-    "stage-level beam search at beam size N); predictions and judge verdicts cached per item, so an "
-    "interrupted evaluation resumes.",
-)
-def benchmark_scores(context: dg.AssetExecutionContext, data_store: DataStore, evaluation: EvaluationSettings,
-                     teacher: Teacher) -> dg.MaterializeResult:
+def build_benchmark_scores(keys: dict[dg.AssetKey, tuple[str, str]]) -> dg.AssetsDefinition:
+    """One asset per benchmark x strategy in `keys` (score_keys()), materialised by one function."""
+
+    @dg.multi_asset(
+        specs=[dg.AssetSpec(key, deps=["finetuned_model"], group_name="evaluation", code_version=f"evaluate-{EVAL_VERSION}",
+                            kinds={"pytorch"},
+                            description=f"{b} under {k}: one benchmark under one decoding strategy (direct, best-of-N, "
+                            "sentence-level or stage-level beam search at beam size N); predictions and judge verdicts "
+                            "cached per item, so an interrupted evaluation resumes.")
+               for key, (b, k) in keys.items()],
+        can_subset=True,
+        name="benchmark_scores",
+        pool="evaluation",
+    )
+    def benchmark_scores(context: dg.AssetExecutionContext, data_store: DataStore, evaluation: EvaluationSettings,
+                         teacher: Teacher):
+        """The selected benchmark x strategy pairs, one after another in this process (one model load)."""
+        for key in sorted(context.selected_asset_keys, key=lambda k: k.path):
+            bench, strategy_key = keys[key]
+            yield score_one(context, bench, strategy_key, data_store, evaluation, teacher)
+
+    return benchmark_scores
+
+
+def score_one(context: dg.AssetExecutionContext, bench: str, key: str, data_store: DataStore,
+              evaluation: EvaluationSettings, teacher: Teacher) -> dg.MaterializeResult:
     from pipeline.evaluate.run import evaluate, search_predictor
     from pipeline.search import SearchConfig, quiet_warnings
 
-    keys = context.partition_key.keys_by_dimension
-    bench, key = keys["benchmark"], keys["strategy"]
     strategy, beam = strategy_and_beam(key)
     lin = lineage(context.instance)
     tsv = evaluation.benchmark_file(data_store, bench)
@@ -136,6 +163,7 @@ def benchmark_scores(context: dg.AssetExecutionContext, data_store: DataStore, e
         json.dump(result, f, indent=2, sort_keys=True)
     digest = hashlib.sha256(json.dumps(result, sort_keys=True).encode()).hexdigest()[:32]
     return dg.MaterializeResult(
+        asset_key=score_key(bench, key),
         data_version=dg.DataVersion(digest),
         metadata={
             "score": round(float(score.value), 2),
@@ -159,14 +187,23 @@ def benchmark_scores(context: dg.AssetExecutionContext, data_store: DataStore, e
     )
 
 
-@dg.asset(
-    deps=[benchmark_scores],
-    group_name="evaluation",
-    code_version=f"report-{EVAL_VERSION}",
-    description="All scores in one table (with the unweighted average of the six benchmarks) and a "
-    "plot of score against beam size per strategy.",
-)
-def benchmark_report(context: dg.AssetExecutionContext, data_store: DataStore) -> dg.MaterializeResult:
+def build_evaluation(benchmarks=BENCHMARKS, strategies=STRATEGY_KEYS) -> tuple[dg.AssetsDefinition, dg.AssetsDefinition]:
+    """benchmark_scores for `benchmarks` x `strategies` (default: all six under all five) and the
+    report over them."""
+    keys = score_keys(benchmarks, strategies)
+    return build_benchmark_scores(keys), build_benchmark_report(list(keys))
+
+
+def build_benchmark_report(score_asset_keys: list[dg.AssetKey]) -> dg.AssetsDefinition:
+    return dg.asset(
+        name="benchmark_report", deps=score_asset_keys, group_name="evaluation",
+        code_version=f"report-{EVAL_VERSION}",
+        description="All scores in one table (with the unweighted average of the six benchmarks) and a "
+        "plot of score against beam size per strategy.",
+    )(make_report)
+
+
+def make_report(context: dg.AssetExecutionContext, data_store: DataStore) -> dg.MaterializeResult:
     out = data_store.step("benchmark_scores")
     records = []
     for rel in out.glob("*__*.json"):
@@ -208,3 +245,7 @@ def benchmark_report(context: dg.AssetExecutionContext, data_store: DataStore) -
     if others:
         metadata["earlier_models"] = dg.MetadataValue.md("\n\n".join(f"**{m}**\n\n{t}" for m, t in others.items()))
     return dg.MaterializeResult(data_version=dg.DataVersion(digest), metadata=metadata)
+
+
+# the whole matrix, for code that imports the assets directly (definitions.py chooses its own)
+benchmark_scores, benchmark_report = build_evaluation()

@@ -6,12 +6,15 @@ import dagster as dg
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from assets.automation import observe_on_cron
 from assets.metadata import PREVIEW_COLUMNS, counts_table, preview_table, sample_column_schema
 from assets.partitions import source_partitions
+from assets.staging import gate
 from pipeline import SOURCES
 from pipeline.demo import DemoRefused
 from pipeline.fingerprint import fingerprint
 from pipeline.ingest import INGEST_VERSION, ingest_source
+from pipeline.publish import staged
 from pipeline.sampling import SUBSAMPLE_VERSION, earlier_sources, source_keys, subsample_source
 from pipeline.sources import SourceLayoutError, all_readers, get_reader
 from resources import DataStore, QualityThresholds, SamplingPlan
@@ -25,24 +28,28 @@ def _readers_version() -> str:
 @dg.observable_source_asset(
     partitions_def=source_partitions,
     group_name="sources",
+    automation_condition=observe_on_cron(),
     description="The raw source folders in their native layouts. Observed, not materialised: the "
     "data version of each partition is a fingerprint of its folder listing (paths, sizes, stamps).",
 )
 def source_files(data_store: DataStore) -> dg.DataVersionsByPartition:
-    versions = {}
-    for source in SOURCES:
-        try:
-            digest, _, _ = data_store.fingerprint(source)
-        except DemoRefused:  # the folder as it is; raw_samples reports the refusal and what to do
-            digest, _, _ = fingerprint(data_store.raw_root().child(source))
-        versions[source] = dg.DataVersion(digest)
-    return dg.DataVersionsByPartition(versions)
+    return dg.DataVersionsByPartition({source: dg.DataVersion(observed_version(data_store, source))
+                                       for source in SOURCES})
+
+
+def observed_version(data_store: DataStore, source: str) -> str:
+    """The data version source_files records for `source` (the main command compares with it)."""
+    try:
+        digest, _, _ = data_store.fingerprint(source)
+    except DemoRefused:  # the folder as it is; raw_samples reports the refusal and what to do
+        digest, _, _ = fingerprint(data_store.raw_root().child(source))
+    return digest
 
 
 RAW_CHECKS = [
-    dg.AssetCheckSpec("no_duplicate_ids", asset="raw_samples", blocking=True,
+    dg.AssetCheckSpec("no_duplicate_ids", asset="raw_samples", blocking=True, partitions_def=source_partitions,
                       description="Every id appears once in the canonical table."),
-    dg.AssetCheckSpec("quarantine_rate", asset="raw_samples", blocking=True,
+    dg.AssetCheckSpec("quarantine_rate", asset="raw_samples", blocking=True, partitions_def=source_partitions,
                       description="The share of quarantined rows stays under the configured limit."),
 ]
 
@@ -59,15 +66,18 @@ def _duplicate_ids(path: str, fs) -> int:
     group_name="sources",
     code_version=f"ingest-{INGEST_VERSION}-readers-{_readers_version()}",
     check_specs=RAW_CHECKS,
+    output_required=False,  # a failed blocking check publishes (and materialises) nothing
     kinds={"parquet"},
     description="Native files -> canonical sample rows (image paths, not bytes). Rows that cannot be "
-    "used are kept in quarantine.parquet with a machine-readable reason.",
+    "used are kept in quarantine.parquet with a machine-readable reason. Written beside the published "
+    "folder and published only when the blocking checks pass.",
 )
 def raw_samples(
     context: dg.AssetExecutionContext, data_store: DataStore, quality: QualityThresholds
-) -> dg.MaterializeResult:
+):
     source = context.partition_key
-    out = data_store.step("raw_samples", source)
+    staging = staged(data_store.step("raw_samples"), source)
+    out = staging.root
     try:  # the whole folder is wrong, or is someone else's: say what was expected where
         source_root = data_store.raw(source)
         context.log.info(f"reading {source} from {source_root.uri}")
@@ -95,7 +105,7 @@ def raw_samples(
                          "nothing, see quarantined_by_reason and skipped_files"),
         ),
     ]
-    return dg.MaterializeResult(
+    yield from gate(staging, checks, dg.MaterializeResult(
         data_version=dg.DataVersion(s.content_hash),
         check_results=checks,
         metadata={
@@ -117,38 +127,47 @@ def raw_samples(
             "source_fingerprint": digest,
             "source_files": files,
             "source_bytes": size,
-            "path": dg.MetadataValue.path(s.samples_path),
-            "quarantine_path": dg.MetadataValue.path(s.quarantine_path),
+            "path": dg.MetadataValue.path(staging.final_path(s.samples_path)),
+            "quarantine_path": dg.MetadataValue.path(staging.final_path(s.quarantine_path)),
             "preview": preview_table(s.preview, PREVIEW_COLUMNS),
         },
-    )
+    ))
+
+
+def own_and_earlier_sources() -> dg.StaticPartitionMapping:
+    """subsample[p] reads raw_samples of p and of every source before it in SOURCES (cross-source
+    duplicate removal keeps the earlier source's row), so a change there makes it stale too."""
+    order = list(SOURCES)
+    return dg.StaticPartitionMapping({source: order[i:] for i, source in enumerate(order)})
 
 
 SUBSAMPLE_CHECKS = [
-    dg.AssetCheckSpec("no_duplicate_ids", asset="subsample", blocking=True,
+    dg.AssetCheckSpec("no_duplicate_ids", asset="subsample", blocking=True, partitions_def=source_partitions,
                       description="Every id appears once in the subsample."),
 ]
 
 
 @dg.asset(
     partitions_def=source_partitions,
-    deps=[raw_samples],
+    deps=[dg.AssetDep(raw_samples, partition_mapping=own_and_earlier_sources())],
     group_name="sources",
     code_version=f"subsample-{SUBSAMPLE_VERSION}",
     check_specs=SUBSAMPLE_CHECKS,
+    output_required=False,  # a failed blocking check publishes (and materialises) nothing
     kinds={"parquet"},
     description="A deterministic quota sample of each source (hash rank; stable when data is added), "
-    "test splits excluded, optionally stratified.",
+    "test splits excluded, optionally stratified. Published only when its blocking check passes.",
 )
 def subsample(
     context: dg.AssetExecutionContext, data_store: DataStore, sampling: SamplingPlan
-) -> dg.MaterializeResult:
+):
     source = context.partition_key
     plan = sampling.plan()
     quota = plan.quota(source)
     stratify_key = sampling.stratify.get(source) or get_reader(source).stratify_key
     raw = data_store.step("raw_samples", source)
-    out = data_store.step("subsample", source)
+    staging = staged(data_store.step("subsample"), source)
+    out = staging.root
     # Cross-source duplicates: a fixed priority (the order of SOURCES); this source drops what an
     # earlier source already has. Their raw rows are read here (raw_samples of those partitions).
     earlier, missing = {}, []
@@ -168,10 +187,11 @@ def subsample(
     with out.fs.open(s.samples_path, "rb") as f:
         preview = pq.read_table(f).slice(0, 5).to_pylist()
     dups = _duplicate_ids(s.samples_path, out.fs)
-    return dg.MaterializeResult(
+    checks = [dg.AssetCheckResult(check_name="no_duplicate_ids", passed=dups == 0, metadata={"duplicate_ids": dups},
+                                  description=f"{dups} duplicate ids")]
+    yield from gate(staging, checks, dg.MaterializeResult(
         data_version=dg.DataVersion(s.content_hash),
-        check_results=[dg.AssetCheckResult(check_name="no_duplicate_ids", passed=dups == 0,
-                                           metadata={"duplicate_ids": dups})],
+        check_results=checks,
         metadata={
             "dagster/row_count": s.selected,
             "rows": s.selected,
@@ -188,8 +208,8 @@ def subsample(
             "duplicates_of_other_sources": dg.MetadataValue.json(s.duplicates_of_other_sources),
             "dedup_compared_with": ", ".join(earlier) or "none (first in priority)",
             "dedup_sources_missing": ", ".join(missing) or "none",
-            "duplicates_path": dg.MetadataValue.path(s.duplicates_path),
-            "path": dg.MetadataValue.path(s.samples_path),
+            "duplicates_path": dg.MetadataValue.path(staging.final_path(s.duplicates_path)),
+            "path": dg.MetadataValue.path(staging.final_path(s.samples_path)),
             "preview": preview_table(preview, PREVIEW_COLUMNS),
         },
-    )
+    ))

@@ -54,6 +54,7 @@ class TrainingConfig(dg.Config):
     deps=[cot_dataset],
     group_name="training",
     code_version=f"train-{TRAINING_VERSION}",
+    pool="training",  # one fine-tuning at a time across runs (the instance's pool limit)
     kinds={"pytorch", "deepspeed", "huggingface"},
     description="Full fine-tuning of Llama-3.2-Vision (MllamaForConditionalGeneration) on the Parquet "
     "shards of cot_dataset: loss on assistant tokens only, DeepSpeed ZeRO-3 (or 2), checkpoints with exact "

@@ -28,4 +28,5 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
 fi
 export DAGSTER_HOME="${DAGSTER_HOME:-$PWD/.dagster_home}"
 mkdir -p "$DAGSTER_HOME"
-[ -f "$DAGSTER_HOME/dagster.yaml" ] || printf 'telemetry:\n  enabled: false\nnux:\n  enabled: false\n' > "$DAGSTER_HOME/dagster.yaml"
+# the local instance's settings (jobs/cli.py: LOCAL_INSTANCE), also for a `dagster dev` before any run
+[ -f "$DAGSTER_HOME/dagster.yaml" ] || python -c "from jobs.cli import write_local_instance; write_local_instance()"

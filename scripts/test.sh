@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Set up (if needed), install the browser the UI test drives, and run the whole test suite.
+# Set up (if needed), install the browser the UI test drives and the PostgreSQL server the team
+# deployment test starts, and run the whole test suite.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # shellcheck disable=SC1091
@@ -10,6 +11,7 @@ if ! command -v chromium >/dev/null 2>&1; then
   $SUDO apt-get update -qq
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
 fi
+bash scripts/postgres.sh
 if [ "$#" -eq 0 ] && [ "${LLAVACOT_SKIP_TF_RANGE:-0}" != "1" ]; then
   # the transformers range of pyproject.toml at both ends (the whole suite below runs on .venv's)
   PYTHON=python bash scripts/test_transformers_range.sh

@@ -6,16 +6,30 @@ import dagster as dg
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_definitions_load_and_the_main_job_covers_the_graph():
+def test_definitions_load_and_the_stage_jobs_cover_the_graph_in_order():
     from definitions import defs
+    from jobs.main import STAGES
 
     dg.Definitions.validate_loadable(defs)
-    main = defs.resolve_job_def("main")
-    keys = {k.to_user_string() for k in main.asset_layer.executable_asset_keys}
-    assert {"raw_samples", "subsample"} <= keys
     graph = defs.resolve_asset_graph()
-    assert {k.to_user_string() for k in graph.get_all_asset_keys()} >= {"source_files", "raw_samples", "subsample"}
+    covered = [k for s in STAGES for k in sorted(s.selection.resolve(graph))]
+    assert set(covered) == set(graph.materializable_asset_keys) and len(covered) == len(set(covered))
+    position = {k: i for i, s in enumerate(STAGES) for k in s.selection.resolve(graph)}
+    for key in covered:  # no stage reads a later one
+        assert all(position[p] <= position[key] for p in graph.get(key).parent_keys if p in position)
+    assert len([k for k in covered if k.path[0] == "benchmark_scores"]) == 30
     assert defs.resolve_job_def("observe_sources")
+
+
+def test_every_asset_has_an_automation_condition_and_every_blocking_check_is_per_partition():
+    from definitions import defs
+
+    graph = defs.resolve_asset_graph()
+    for key in graph.get_all_asset_keys():
+        assert graph.get(key).automation_condition is not None, key
+    for check in graph.asset_check_keys:
+        spec = graph.get_check_spec(check)
+        assert spec.blocking and spec.partitions_def == graph.get(check.asset_key).partitions_def, check
 
 
 def test_production_deployment_takes_roots_from_the_environment(monkeypatch):

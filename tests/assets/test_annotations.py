@@ -40,7 +40,7 @@ def test_env_key_selects_the_real_client_and_the_key_is_never_written(tmp_path, 
         try:
             assert defs.resources["teacher"].effective_backend() == "openai"
             instance = dg.DagsterInstance.get()
-            job = defs.resolve_job_def("main")
+            job = defs.resolve_job_def("sources")
             result = job.execute_in_process(partition_key="clevr", instance=instance, raise_on_error=False)
             assert result.success
             (m,) = result.asset_materializations_for_node("annotations")
@@ -81,7 +81,7 @@ def test_a_dead_account_fails_the_run_at_once_with_the_reason(tmp_path, monkeypa
         defs = importlib.reload(definitions).defs
         try:
             instance = dg.DagsterInstance.get()
-            result = defs.resolve_job_def("main").execute_in_process(
+            result = defs.resolve_job_def("sources").execute_in_process(
                 partition_key="clevr", instance=instance, raise_on_error=False)
             assert not result.success
             failures = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]

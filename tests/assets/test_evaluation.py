@@ -4,7 +4,7 @@ import re
 import dagster as dg
 import pytest
 
-from assets.evaluation import benchmark_report, benchmark_scores
+from assets.evaluation import benchmark_report, benchmark_scores, score_key
 from pipeline.demo.tiny_model import write_tiny_model
 from resources import DataStore
 from resources.evaluation import EvaluationSettings
@@ -31,9 +31,8 @@ def test_scores_and_report_with_lineage(tmp_path):
             tags={"dagster/data_version": "dataset-v1"}))
         results = {}
         for key in ("direct", "stage_beam_2"):
-            partition = dg.MultiPartitionKey({"benchmark": "AI2D_TEST", "strategy": key})
-            results[key] = dg.materialize([benchmark_scores], partition_key=partition, instance=instance,
-                                          resources=resources)
+            results[key] = dg.materialize([benchmark_scores], selection=[score_key("AI2D_TEST", key)],
+                                          instance=instance, resources=resources)
             assert results[key].success
         (m,) = results["stage_beam_2"].asset_materializations_for_node("benchmark_scores")
         assert 0.0 <= m.metadata["score"].value <= 100.0
@@ -48,8 +47,8 @@ def test_scores_and_report_with_lineage(tmp_path):
         assert lineage["model_version"] == "weights-v1" and lineage["teacher_models"] == "offline-template"
         assert lineage["prompt_versions"] == "v1" and lineage["dataset_version"] == "dataset-v1"
         # a second materialisation resumes from the cached predictions
-        again = dg.materialize([benchmark_scores], partition_key=dg.MultiPartitionKey(
-            {"benchmark": "AI2D_TEST", "strategy": "stage_beam_2"}), instance=instance, resources=resources)
+        again = dg.materialize([benchmark_scores], selection=[score_key("AI2D_TEST", "stage_beam_2")],
+                               instance=instance, resources=resources)
         (m2,) = again.asset_materializations_for_node("benchmark_scores")
         assert m2.metadata["predicted_this_run"].value == 0
         assert m2.metadata["score"].value == m.metadata["score"].value
@@ -66,7 +65,7 @@ def test_scores_and_report_with_lineage(tmp_path):
 def test_after_the_main_command_the_demo_model_answers_in_four_stages(tmp_path, monkeypatch):
     """The README's main command on a fresh data root: the demo's fine-tuned model answers the
     demo's benchmark questions (direct decoding) with well-formed four-stage texts, on at least 90 %
-    of them, as each benchmark_scores partition reports in its metadata."""
+    of them, as each benchmark_scores asset reports in its metadata."""
     import importlib
 
     monkeypatch.setenv("LLAVACOT_DATA_ROOT", str(tmp_path / "data"))
@@ -82,9 +81,7 @@ def test_after_the_main_command_the_demo_model_answers_in_four_stages(tmp_path, 
         with dg.DagsterInstance.get() as instance:
             well, items = 0, 0
             for bench in definitions.BENCHMARKS if hasattr(definitions, "BENCHMARKS") else _benchmarks():
-                key = dg.MultiPartitionKey({"benchmark": bench, "strategy": "direct"})
-                records = instance.fetch_materializations(
-                    dg.AssetRecordsFilter(asset_key=dg.AssetKey("benchmark_scores"), asset_partitions=[key]), limit=1).records
+                records = instance.fetch_materializations(score_key(bench, "direct"), limit=1).records
                 assert records, f"no direct scores for {bench}"
                 meta = records[0].asset_materialization.metadata
                 well += meta["well_formed_answers"].value

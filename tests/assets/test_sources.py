@@ -5,6 +5,7 @@ from collections import Counter
 import dagster as dg
 import pyarrow.parquet as pq
 import pytest
+from dagster._core.event_api import PartitionKeyFilter
 
 from assets.annotations import build_annotations_asset
 from assets.sources import raw_samples, source_files, subsample
@@ -167,6 +168,42 @@ def test_a_blocking_check_stops_downstream(tmp_path):
         assert not (tmp_path / "subsample" / "clevr").exists()
 
 
+def test_a_failed_blocking_check_leaves_the_previous_output_and_runs_nothing_after_it(tmp_path):
+    """The images of a source move away: every row is quarantined, quarantine_rate fails for that
+    partition, the previous good output stays published and materialised, subsample does not run,
+    and materialising another source leaves this partition's check failed."""
+    import shutil
+
+    with dg.instance_for_test() as instance:
+        assert materialize(tmp_path, instance, "clevr").success
+        published = (tmp_path / "raw_samples" / "clevr" / "samples.parquet").read_bytes()
+        subsample_before = (tmp_path / "subsample" / "clevr" / "samples.parquet").read_bytes()
+        good = instance.fetch_materializations(dg.AssetKey("raw_samples"), limit=1).records[0].storage_id
+
+        images = tmp_path / "raw" / "clevr" / "images"
+        shutil.move(images, tmp_path / "moved-images")
+        images.mkdir()  # the folder is there, the files are not
+        result = materialize(tmp_path, instance, "clevr")
+        assert not result.success
+        (failed,) = [e for e in result.get_asset_check_evaluations() if not e.passed]
+        assert failed.check_name == "quarantine_rate" and failed.partition == "clevr"
+        assert "not published" in failed.description and "quarantined" in failed.description
+        assert not result.asset_materializations_for_node("raw_samples")
+        assert not result.asset_materializations_for_node("subsample")
+        assert (tmp_path / "raw_samples" / "clevr" / "samples.parquet").read_bytes() == published
+        assert (tmp_path / "subsample" / "clevr" / "samples.parquet").read_bytes() == subsample_before
+        assert pq.read_table(tmp_path / "raw_samples" / ".rejected" / "clevr" / "samples.parquet").num_rows == 0
+
+        assert materialize(tmp_path, instance, "pisc").success  # another source: its own checks
+        check = dg.AssetCheckKey(dg.AssetKey("raw_samples"), "quarantine_rate")
+        latest = {p: instance.event_log_storage.get_latest_asset_check_execution_by_key(
+            [check], partition_filter=PartitionKeyFilter(key=p))[check].status.value for p in ("clevr", "pisc")}
+        assert latest == {"clevr": "FAILED", "pisc": "SUCCEEDED"}
+        records = instance.fetch_materializations(dg.AssetRecordsFilter(
+            asset_key=dg.AssetKey("raw_samples"), asset_partitions=["clevr"]), limit=1).records
+        assert records[0].storage_id == good
+
+
 def test_missing_source_folder_fails_with_a_clear_error(tmp_path):
     with dg.instance_for_test() as instance:
         result = dg.materialize(
@@ -213,8 +250,11 @@ def test_a_low_validity_rate_blocks_the_partition(graph, tmp_path):
     assert not result.success
     (check,) = [e for e in result.get_asset_check_evaluations() if e.check_name == "validity_rate"]
     assert not check.passed and check.metadata["rate"].value < 0.9
-    rejects = pq.read_table(copy / "validated" / "ai2d" / "rejects.parquet").to_pylist()
+    # not published: the rejected output (with its rejects and their reasons) is kept aside
+    rejects = pq.read_table(copy / "validated" / ".rejected" / "ai2d" / "rejects.parquet").to_pylist()
     assert {r["reason"] for r in rejects} == {"format_no_tags"} and len(rejects) == len(rows) // 2
+    assert (copy / "validated" / "ai2d" / "samples.parquet").read_bytes() == \
+        (root / "validated" / "ai2d" / "samples.parquet").read_bytes()
 
 
 def test_the_dataset_merges_every_source_and_a_rerun_rewrites_no_shard(graph):
@@ -241,3 +281,15 @@ def test_the_dataset_merges_every_source_and_a_rerun_rewrites_no_shard(graph):
     assert after == second["shards_before"]
     jsonl = (root / "cot_dataset" / "export" / "train.jsonl").read_text().splitlines()
     assert len(jsonl) == meta["rows_train"].value
+
+
+def test_whole_annotations_and_samples_are_readable_in_the_ui(graph):
+    """The preview table cuts long cells; the markdown beside it shows a few rows whole."""
+    root, _, first, _ = graph
+    md = materialization(first["clevr"], "annotations").metadata["annotations_in_full"].value
+    response = pq.read_table(root / "annotations" / "clevr" / "annotations.parquet").to_pylist()[0]["response"]
+    assert len(response) > 120 and response in md
+    assert all(f"<{tag}>" in md for tag in ("SUMMARY", "CAPTION", "REASONING", "CONCLUSION"))
+    samples = materialization(first["clevr"], "validated").metadata["samples_in_full"].value
+    first_row = pq.read_table(root / "validated" / "clevr" / "samples.parquet").to_pylist()[0]
+    assert first_row["id"] in samples and first_row["conversations"][-1]["value"] in samples

@@ -194,11 +194,11 @@ def test_missing_dataset_fails_with_a_clear_message(tmp_path):
     assert "materialise cot_dataset first" in str(failure.event_specific_data.error)
 
 
-def test_the_demo_deployment_trains_in_the_dataset_job():
+def test_the_demo_deployment_trains_in_the_training_job():
     from definitions import RESOURCES, defs
 
-    job = defs.resolve_job_def("dataset")
-    assert {k.to_user_string() for k in job.asset_layer.executable_asset_keys} == {"cot_dataset", "finetuned_model"}
+    job = defs.resolve_job_def("training")
+    assert {k.to_user_string() for k in job.asset_layer.executable_asset_keys} == {"finetuned_model"}
     launcher, training = RESOURCES["launcher"], RESOURCES["training"]
     assert (launcher.kind, launcher.nproc_per_node) == ("local", 2)
     # long enough to learn the four-stage format, short enough for the first run's few minutes

@@ -2,11 +2,12 @@
 Chromium page driven by Playwright.
 
 The webserver runs `definitions.py` from the repository root (through workspace.yaml) with
-- DAGSTER_HOME in a temporary folder whose dagster.yaml disables telemetry and the new-user pop-up
-  and uses the DefaultRunCoordinator, so a run launched from the UI starts at once, without the
-  daemon that the default (queued) coordinator needs;
+- DAGSTER_HOME in a temporary folder whose dagster.yaml is the one `llavacot` writes for a local
+  instance (no telemetry, no new-user pop-up, a run queue two runs wide, pools one step wide), and a
+  dagster-daemon beside it that launches queued runs and carries out backfills, as `dagster dev` does;
 - LLAVACOT_DATA_ROOT in a temporary folder, so the demo deployment writes the embedded sample and
-  every output there and never touches ./data.
+  every output there and never touches ./data;
+- any extra environment a test module sets in its module-level `UI_ENV` dict.
 
 The browser is Debian's chromium (/usr/bin/chromium); Playwright's own browser download is not
 reachable from these machines. Without it the tests are skipped on a laptop, and fail under CI
@@ -35,15 +36,6 @@ CHROMIUM_ARGS = [
 ]
 SERVER_START_TIMEOUT = 120.0  # seconds until /server_info answers and the code location has loaded
 
-DAGSTER_YAML = """\
-telemetry:
-  enabled: false
-nux:
-  enabled: false
-run_coordinator:
-  module: dagster.core.run_coordinator
-  class: DefaultRunCoordinator
-"""
 
 _LOCATIONS_QUERY = """
 { workspaceOrError { __typename
@@ -87,6 +79,7 @@ class DagsterUI:
     data_root: Path
     log_path: Path
     process: subprocess.Popen
+    daemon: subprocess.Popen
 
     def log_tail(self, chars: int = 6000) -> str:
         try:
@@ -168,13 +161,15 @@ def _stop(process: subprocess.Popen) -> None:
 
 
 @pytest.fixture(scope="module")
-def dagster_ui(tmp_path_factory):
-    """A dagster-webserver for workspace.yaml on a temporary instance and data root."""
+def dagster_ui(tmp_path_factory, request):
+    """A dagster-webserver and a dagster-daemon for workspace.yaml on a temporary instance and data root."""
+    from jobs.cli import LOCAL_INSTANCE
+
     require_browser()  # do not pay for a server start if the browser cannot run anyway
     base = tmp_path_factory.mktemp("dagster_ui")
     home = base / "dagster_home"
     home.mkdir()
-    (home / "dagster.yaml").write_text(DAGSTER_YAML)
+    (home / "dagster.yaml").write_text(LOCAL_INSTANCE)
     data_root = base / "data"
     log_path = base / "webserver.log"
     port = _free_port()
@@ -185,7 +180,9 @@ def dagster_ui(tmp_path_factory):
         "LLAVACOT_DATA_ROOT": str(data_root),
         "LLAVACOT_DEPLOYMENT": "demo",
         "PYTHONUNBUFFERED": "1",
+        **getattr(request.module, "UI_ENV", {}),
     })
+    env.pop("OPENAI_API_KEY", None)
     cmd = [sys.executable, "-m", "dagster_webserver", "-w", "workspace.yaml",
            "-h", "127.0.0.1", "-p", str(port)]
     with open(log_path, "wb") as log:
@@ -193,11 +190,16 @@ def dagster_ui(tmp_path_factory):
             cmd, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, start_new_session=True,  # its own process group, for killpg
         )
-    ui = DagsterUI(f"http://127.0.0.1:{port}", home, data_root, log_path, process)
+        daemon = subprocess.Popen(
+            [sys.executable, "-m", "dagster._daemon", "run", "-w", "workspace.yaml"], cwd=REPO_ROOT, env=env,
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+        )
+    ui = DagsterUI(f"http://127.0.0.1:{port}", home, data_root, log_path, process, daemon)
     try:
         _wait_until_ready(ui, SERVER_START_TIMEOUT)
         yield ui
     finally:
+        _stop(daemon)
         _stop(process)
 
 
