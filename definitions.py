@@ -34,10 +34,11 @@ from resources.evaluation import EvaluationSettings  # noqa: E402
 from resources.teacher import teacher_from_env  # noqa: E402
 
 DEPLOYMENT = os.environ.get("LLAVACOT_DEPLOYMENT", "demo")
-TINY_STEPS = 200  # the demo's fine-tuning: optimizer steps of the tiny model (~7 epochs of the sample)
-# new tokens per stage: room for the demo teacher's answers (in the tiny tokenizer's tokens, 90 % of
-# its summaries fit 122, captions 38, reasonings 125, conclusions 20), so a model that learned the
-# format can write it whole; a model that writes no tags stops after the first stage
+TINY_STEPS = 200  # the demo's fine-tuning: optimizer steps of the tiny model (~13 epochs of the sample)
+# new tokens per stage: room for the demo teacher's answers (in the tiny tokenizer's tokens its
+# summaries take at most 18, captions 15, reasonings 16, 90 % of conclusions 14: the sample's detailed
+# descriptions up to 131), so a model that learned the format can write it whole; a model that writes
+# no tags stops after the first stage
 TINY_BUDGETS = {"summary": 128, "caption": 48, "reasoning": 160, "conclusion": 32}
 
 
@@ -60,8 +61,8 @@ def _resources(deployment: str) -> dict:
             # two CPU ranks on this host, the tiny model: a real DeepSpeed run of about a minute
             # OMP_NUM_THREADS=1 is what torchrun sets anyway; set here, torchrun does not warn about it
             "launcher": TrainingLauncher(kind="local", nproc_per_node=2, env={"OMP_NUM_THREADS": "1"}),
-            "training": TrainingSettings(tiny_model=True, tiny_model_size="demo", max_steps=TINY_STEPS, lr=5e-3,
-                                         warmup_steps=10, per_device_batch_size=4, zero_stage=2, max_length=512,
+            "training": TrainingSettings(tiny_model=True, tiny_model_size="demo", max_steps=TINY_STEPS, lr=2e-3,
+                                         warmup_steps=40, per_device_batch_size=4, zero_stage=2, max_length=512,
                                          save_every=TINY_STEPS, num_workers=0),
             # the six tiny benchmark files of the embedded sample; short stage budgets for the tiny model
             "evaluation": EvaluationSettings(write_demo_benchmarks=True, stage_budgets=TINY_BUDGETS, sentence_tokens=12),

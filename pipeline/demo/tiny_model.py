@@ -30,7 +30,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-TINY_MODEL_VERSION = "2"  # 2: stage tags as single tokens, the offline teacher's phrasing in the corpus
+TINY_MODEL_VERSION = "3"  # 3: the offline teacher no longer copies the question into its answers
 MARKER = "tiny_model.json"
 IMAGE_SIZE = 56
 VOCAB_SIZE = 1024  # an upper bound: the corpus is small, BPE stops at ~630 tokens

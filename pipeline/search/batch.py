@@ -152,13 +152,8 @@ def run_many(strategy: str, core, questions: Sequence[tuple[Any, str]], config: 
     lock = threading.Lock()
     todo = list(range(len(questions)))
 
-    def worker() -> None:
+    def worker(i: int) -> None:
         while True:
-            with lock:
-                if not todo:
-                    return
-                i = todo.pop(0)
-                gate.enter()
             try:
                 image, question = questions[i]
                 results[i] = run(strategy, gated, image, question, config)
@@ -168,9 +163,19 @@ def run_many(strategy: str, core, questions: Sequence[tuple[Any, str]], config: 
                 gate.leave()
             if on_result:
                 on_result(i, results[i])
+            with lock:
+                if not todo:
+                    return
+                i = todo.pop(0)
+                gate.enter()
 
-    threads = [threading.Thread(target=worker, name=f"search-{k}", daemon=True)
-               for k in range(min(parallel, len(questions)))]
+    # every worker's first question counts as busy before any thread starts: else the first thread
+    # could reach the gate while the others are still starting and be served alone (no batching)
+    first = [todo.pop(0) for _ in range(min(parallel, len(questions)))]
+    for _ in first:
+        gate.enter()
+    threads = [threading.Thread(target=worker, args=(i,), name=f"search-{k}", daemon=True)
+               for k, i in enumerate(first)]
     for t in threads:
         t.start()
     for t in threads:

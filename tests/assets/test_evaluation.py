@@ -64,9 +64,12 @@ def test_scores_and_report_with_lineage(tmp_path):
 @pytest.mark.slow
 def test_after_the_main_command_the_demo_model_answers_in_four_stages(tmp_path, monkeypatch):
     """The README's main command on a fresh data root: the demo's fine-tuned model answers the
-    demo's benchmark questions (direct decoding) with well-formed four-stage texts, on at least 90 %
-    of them, as each benchmark_scores asset reports in its metadata."""
+    demo's benchmark questions with well-formed four-stage texts: at least 90 % of the direct answers
+    and of all answers under every strategy together, as each benchmark_scores asset reports in its
+    metadata (each strategy's count is in the failure message)."""
     import importlib
+
+    from assets.evaluation import STRATEGY_KEYS
 
     monkeypatch.setenv("LLAVACOT_DATA_ROOT", str(tmp_path / "data"))
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
@@ -78,15 +81,24 @@ def test_after_the_main_command_the_demo_model_answers_in_four_stages(tmp_path, 
         from jobs import cli
 
         assert cli.main(["run"]) == 0
+        counts = {}  # strategy -> (well-formed answers, items)
         with dg.DagsterInstance.get() as instance:
-            well, items = 0, 0
-            for bench in definitions.BENCHMARKS if hasattr(definitions, "BENCHMARKS") else _benchmarks():
-                records = instance.fetch_materializations(score_key(bench, "direct"), limit=1).records
-                assert records, f"no direct scores for {bench}"
-                meta = records[0].asset_materialization.metadata
-                well += meta["well_formed_answers"].value
-                items += meta["n_items"].value
-        assert items > 0 and well / items >= 0.9, f"{well} of {items} answers well-formed"
+            for strategy in STRATEGY_KEYS:
+                well, items = 0, 0
+                for bench in definitions.BENCHMARKS if hasattr(definitions, "BENCHMARKS") else _benchmarks():
+                    records = instance.fetch_materializations(score_key(bench, strategy), limit=1).records
+                    assert records, f"no {strategy} scores for {bench}"
+                    meta = records[0].asset_materialization.metadata
+                    well += meta["well_formed_answers"].value
+                    items += meta["n_items"].value
+                counts[strategy] = (well, items)
+        report = ", ".join(f"{s} {w}/{n}" for s, (w, n) in counts.items())
+        direct_well, direct_items = counts["direct"]
+        all_well, all_items = (sum(c[i] for c in counts.values()) for i in (0, 1))
+        # per strategy, 45 questions are too few for a fixed bar on one training seed (one strategy
+        # fell to 76 % on one seed of four); pooled, the bar holds on every seed tried
+        assert direct_items > 0 and direct_well / direct_items >= 0.9, f"well-formed answers: {report}"
+        assert all_well / all_items >= 0.9, f"well-formed answers: {report}"
     finally:
         importlib.reload(definitions)
 

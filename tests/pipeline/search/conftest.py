@@ -44,8 +44,8 @@ def four_stage_model(tiny_model_dir):
     """The embedded tiny Mllama fine-tuned here on four-stage answers only (no judge prompt, no
     "1"/"2" reply ever): text-only questions -> summary, caption, reasoning, conclusion. 500 steps,
     seeded, one torch thread (the same run everywhere): about 30 s of CPU, once per test session. (At 300
-    steps the caption test counted only 27 of 40 with the demo's newer tokenizer; at 500, 40 of 40 with
-    both tokenizers tried.)"""
+    steps the caption test counted only 27 of 40 with the demo's newer tokenizer; at lr 4e-3 the tokenizer of
+    the plainer offline teacher counted 23; at lr 2e-3 and 500 steps, 40 of 40 with every tokenizer tried.)"""
     import random
 
     import torch
@@ -64,7 +64,7 @@ def four_stage_model(tiny_model_dir):
                                              add_generation_prompt=True)
 
     eot = tok.convert_tokens_to_ids("<|eot_id|>")
-    opt = torch.optim.AdamW(model.parameters(), lr=4e-3)
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
     model.train()
     b = 8
     try:
