@@ -464,6 +464,9 @@ def main(argv=None) -> dict:
         raise
     reporter.close(final)
     dist.barrier()
+    # torch asks for this before exit: left to the interpreter's teardown, gloo's threads can abort
+    # a rank ("terminate called without an active exception") after a run that succeeded
+    dist.destroy_process_group()
     return final
 
 
